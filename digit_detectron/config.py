@@ -1,0 +1,89 @@
+"""Config keys of the digit_detectron plugin."""
+from detectron2.config import CfgNode as CN
+
+
+def add_digit_config(cfg):
+    """
+    Add the digit_detectron keys to a detectron2 config (call before ``merge_from_file``).
+    """
+    _C = cfg
+
+    # Optimizer: "AdamW" (the design's) or "SGD" (detectron2's default).
+    _C.SOLVER.OPTIMIZER = "AdamW"
+    # AdamW betas.
+    _C.SOLVER.BETAS = (0.9, 0.999)
+    # > 0: SOLVER.MAX_ITER = ceil(EPOCHS * train images / IMS_PER_BATCH); 0: SOLVER.MAX_ITER counts.
+    _C.SOLVER.EPOCHS = 0.0
+    # TEST.EVAL_PERIOD and SOLVER.CHECKPOINT_PERIOD may be -1, meaning "once per epoch".
+
+    # Photometric train augmentations (no flips: a mirrored digit is another glyph or none).
+    _C.INPUT.COLOR_JITTER = CN()
+    # Probability of applying the jitter to an image; 0 disables it.
+    _C.INPUT.COLOR_JITTER.PROB = 0.0
+    # Maximum relative change of brightness / contrast / saturation (0.2 = factor in [0.8, 1.2]).
+    _C.INPUT.COLOR_JITTER.BRIGHTNESS = 0.2
+    _C.INPUT.COLOR_JITTER.CONTRAST = 0.2
+    _C.INPUT.COLOR_JITTER.SATURATION = 0.2
+    _C.INPUT.GAUSSIAN_BLUR = CN()
+    # Probability of blurring an image; 0 disables it.
+    _C.INPUT.GAUSSIAN_BLUR.PROB = 0.0
+    # Odd kernel size in pixels.
+    _C.INPUT.GAUSSIAN_BLUR.KERNEL_SIZE = 3
+    # Sigma is drawn uniformly from this range.
+    _C.INPUT.GAUSSIAN_BLUR.SIGMA = (0.3, 0.8)
+
+    # IoU term of DigitROIHeads' box predictor, ramped in by epoch:
+    # lambda = min(LAMBDA_START + LAMBDA_STEP * (epoch - START_EPOCH), LAMBDA_MAX) from START_EPOCH on, else 0.
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS = CN()
+    # "none", "giou", "diou" or "ciou".
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE = "none"
+    # "cls": loss_cls = (1 - lambda) * CE + lambda * IoU loss (the design);
+    # "box_reg": loss_box_reg += lambda * IoU loss (the reference code's intent).
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO = "cls"
+    # First (0-indexed) epoch with a non-zero lambda.
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.START_EPOCH = 6
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_START = 0.1
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_STEP = 0.05
+    _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_MAX = 0.5
+
+    _C.DIGITS = CN()
+    # Training iterations per epoch; 0: derived from the train set size and SOLVER.IMS_PER_BATCH.
+    _C.DIGITS.ITERS_PER_EPOCH = 0
+    # Thresholds of the design's test mode, applied by `apply_test_mode` (e.g. `--test-mode` of
+    # tools/predict.py); validation uses MODEL.ROI_HEADS.SCORE_THRESH_TEST / NMS_THRESH_TEST.
+    _C.DIGITS.TEST_MODE = CN()
+    _C.DIGITS.TEST_MODE.SCORE_THRESH = 0.7
+    _C.DIGITS.TEST_MODE.NMS_THRESH = 0.3
+    # Lowest score written to pred.json: COCO AP rewards keeping low-score boxes.
+    _C.DIGITS.PRED_JSON_SCORE_THRESH = 0.05
+    # Whole-number reader (digit_detectron.number_reader).
+    _C.DIGITS.READER = CN()
+    # Score thresholds tried in order; the first that keeps at least one digit gives the number.
+    _C.DIGITS.READER.SCORE_THRESHS = (0.7, 0.5, 0.3)
+    # IoU of the class-agnostic NMS that removes a second class on the same digit.
+    _C.DIGITS.READER.NMS_THRESH = 0.3
+    # A reading with more digits keeps only the MAX_DIGITS highest-scoring ones.
+    _C.DIGITS.READER.MAX_DIGITS = 6
+    # Metric the best-checkpoint hook maximises ("" disables the hook).
+    _C.DIGITS.BEST_METRIC = "bbox/AP"
+    # Draw tools/plot_metrics.py's PNGs into OUTPUT_DIR at the end of training.
+    _C.DIGITS.PLOT_AT_END = True
+
+
+def apply_test_mode(cfg):
+    """Use the test-mode score / NMS thresholds for the ROI heads (cfg must not be frozen)."""
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = cfg.DIGITS.TEST_MODE.SCORE_THRESH
+    cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST = cfg.DIGITS.TEST_MODE.NMS_THRESH
+    return cfg
+
+
+def get_digit_cfg(config_file=None, opts=()):
+    """detectron2's default config with the digit keys, merged with ``config_file`` and ``opts``."""
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_digit_config(cfg)
+    if config_file:
+        cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    return cfg

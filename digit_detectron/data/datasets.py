@@ -1,0 +1,179 @@
+"""
+Digit datasets in the NYCU HW2 layout, registered in detectron2's catalogs::
+
+    ROOT/train/*.png  ROOT/train.json
+    ROOT/valid/*.png  ROOT/valid.json     (or ROOT/val/ + ROOT/val.json)
+    ROOT/test/*.png                       (no json; image_id = integer file stem)
+
+The json is COCO: category ids 1..10 name the digits "0".."9". Dataset dicts carry contiguous
+class ids 0..9 (= the digit); ``thing_dataset_id_to_contiguous_id`` maps them back to 1..10.
+"""
+import json
+import logging
+import math
+import os
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+logger = logging.getLogger(__name__)
+
+DIGIT_CLASSES = [str(d) for d in range(10)]
+DATASET_ID_TO_CONTIGUOUS = {d + 1: d for d in range(10)}
+# Folder / json stems accepted for each split, in order of preference.
+SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+# Boxes reaching at most this many pixels past the image edge are clipped (real SVHN has such
+# boxes); boxes further outside are an error.
+EDGE_TOLERANCE = 10
+
+
+class DatasetError(ValueError):
+    """A dataset file is missing or malformed; the message names the file and the problem."""
+
+
+def default_dataset_root():
+    """``$DIGITS_DATASET_ROOT``, else ``datasets/digits`` under the current directory."""
+    return os.environ.get("DIGITS_DATASET_ROOT", os.path.join("datasets", "digits"))
+
+
+def split_paths(root, split):
+    """Return ``(image_dir, json_file or None)`` of a split, accepting ``valid``/``val`` namings."""
+    for stem in SPLIT_NAMES[split]:
+        image_dir = os.path.join(root, stem)
+        json_file = os.path.join(root, stem + ".json")
+        if os.path.isdir(image_dir) or os.path.isfile(json_file):
+            return image_dir, (json_file if split != "test" else None)
+    names = " or ".join(f"{s}/" for s in SPLIT_NAMES[split])
+    raise DatasetError(
+        f"digit dataset split '{split}' not found under {os.path.abspath(root)}: expected {names}"
+        " (set DIGITS_DATASET_ROOT or see datasets/README.md)"
+    )
+
+
+def image_id_from_filename(path):
+    """The integer stem of an image file (``123.png`` -> 123); a clear error otherwise."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    try:
+        return int(stem)
+    except ValueError:
+        raise DatasetError(f"{path}: file stem '{stem}' is not an integer image id") from None
+
+
+def _bad(json_file, what):
+    return DatasetError(f"{json_file}: {what}")
+
+
+def load_digits_json(json_file, image_dir):
+    """
+    Load a COCO digit json into detectron2 dataset dicts (``bbox_mode`` XYWH_ABS, contiguous
+    ``category_id`` 0..9). Boxes up to EDGE_TOLERANCE px past the edge are clipped and counted.
+    """
+    try:
+        with open(json_file) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{json_file}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise _bad(json_file, f"malformed json ({e})") from None
+    for key in ("images", "annotations"):
+        if not isinstance(data.get(key), list):
+            raise _bad(json_file, f"missing list '{key}'")
+
+    records = {}
+    for img in data["images"]:
+        missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
+        if missing:
+            raise _bad(json_file, f"image entry {img!r} lacks {missing}")
+        if img["id"] in records:
+            raise _bad(json_file, f"duplicate image id {img['id']}")
+        records[img["id"]] = {
+            "file_name": os.path.join(image_dir, img["file_name"]),
+            "image_id": img["id"],
+            "height": int(img["height"]),
+            "width": int(img["width"]),
+            "annotations": [],
+        }
+
+    clipped = 0
+    for ann in data["annotations"]:
+        missing = [k for k in ("image_id", "bbox", "category_id") if k not in ann]
+        if missing:
+            raise _bad(json_file, f"annotation {ann.get('id')} lacks {missing}")
+        rec = records.get(ann["image_id"])
+        if rec is None:
+            raise _bad(json_file, f"annotation {ann.get('id')} points at missing image id {ann['image_id']}")
+        if ann["category_id"] not in DATASET_ID_TO_CONTIGUOUS:
+            raise _bad(json_file, f"annotation {ann.get('id')}: category_id {ann['category_id']} not in 1..10")
+        box = [float(v) for v in ann["bbox"]]
+        if len(box) != 4 or not all(math.isfinite(v) for v in box):
+            raise _bad(json_file, f"annotation {ann.get('id')}: bbox {ann['bbox']} is not 4 finite numbers")
+        x, y, w, h = box
+        if w <= 0 or h <= 0:
+            raise _bad(json_file, f"annotation {ann.get('id')}: bbox {ann['bbox']} has non-positive size")
+        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, rec["width"]), min(y + h, rec["height"])
+        tol = EDGE_TOLERANCE
+        if x < -tol or y < -tol or x + w > rec["width"] + tol or y + h > rec["height"] + tol or x1 <= x0 or y1 <= y0:
+            raise _bad(
+                json_file,
+                f"annotation {ann.get('id')}: bbox {ann['bbox']} lies outside image "
+                f"{rec['file_name']} ({rec['width']}x{rec['height']})",
+            )
+        if (x0, y0, x1, y1) != (x, y, x + w, y + h):
+            clipped += 1
+        rec["annotations"].append(
+            {
+                "bbox": [x0, y0, x1 - x0, y1 - y0],
+                "bbox_mode": BoxMode.XYWH_ABS,
+                "category_id": DATASET_ID_TO_CONTIGUOUS[ann["category_id"]],
+                "iscrowd": int(ann.get("iscrowd", 0)),
+            }
+        )
+    if clipped:
+        logger.warning(f"{json_file}: clipped {clipped} boxes reaching past the image edge")
+    return list(records.values())
+
+
+def load_digits_test(image_dir):
+    """Dataset dicts (no annotations, no sizes) of an unlabelled folder; image_id = file stem."""
+    if not os.path.isdir(image_dir):
+        raise DatasetError(f"{image_dir}: image folder not found")
+    files = sorted(f for f in os.listdir(image_dir) if f.lower().endswith(IMAGE_EXTENSIONS))
+    records = [{"file_name": os.path.join(image_dir, f), "image_id": image_id_from_filename(f)} for f in files]
+    return sorted(records, key=lambda r: r["image_id"])
+
+
+def _split_loader(root, split):
+    def load():
+        image_dir, json_file = split_paths(root, split)
+        if json_file is None:
+            return load_digits_test(image_dir)
+        if not os.path.isfile(json_file):
+            raise DatasetError(f"{json_file}: annotation file not found for split '{split}'")
+        return load_digits_json(json_file, image_dir)
+
+    return load
+
+
+def register_digits(root, prefix="digits"):
+    """
+    Register ``{prefix}_train``, ``{prefix}_valid`` and ``{prefix}_test`` under ``root``. Nothing is
+    read until a dataset is used, so registering a root that does not exist yet is fine.
+    Re-registering a name replaces it.
+    """
+    names = []
+    for split in SPLIT_NAMES:
+        name = f"{prefix}_{split}"
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, _split_loader(root, split))
+        MetadataCatalog.get(name).set(
+            thing_classes=DIGIT_CLASSES,
+            thing_dataset_id_to_contiguous_id=dict(DATASET_ID_TO_CONTIGUOUS),
+            dataset_root=os.path.abspath(root),
+            split=split,
+            evaluator_type="coco",
+        )
+        names.append(name)
+    return names

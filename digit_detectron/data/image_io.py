@@ -1,0 +1,48 @@
+"""Image reading that handles every mode a photo folder holds, with errors that name the file."""
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+
+
+class ImageReadError(OSError):
+    """An image file cannot be decoded; the message names the file and the problem."""
+
+
+def read_image(path, format="BGR"):
+    """
+    Read ``path`` as an HxWx3 uint8 array in ``format`` ("BGR" or "RGB"), applying the EXIF
+    orientation and converting grayscale, palette, RGBA/LA and 16-bit images correctly.
+    """
+    try:
+        with open(path, "rb") as f:
+            if not f.read(1):
+                raise ImageReadError(f"{path}: empty (zero-byte) file")
+        with Image.open(path) as img:
+            img.load()  # decodes the whole file: truncated files fail here
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+    except ImageReadError:
+        raise
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
+    return convert_PIL_to_numpy(img, format)
+
+
+def _to_rgb(img):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit (or 32-bit int) grayscale: scale the full range to 8 bits instead of clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(arr, "L").convert("RGB")
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        # Composite transparent pixels onto white, as viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
