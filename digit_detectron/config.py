@@ -13,7 +13,7 @@ def add_digit_config(cfg):
     # AdamW betas.
     _C.SOLVER.BETAS = (0.9, 0.999)
     # > 0: SOLVER.MAX_ITER = ceil(EPOCHS * train images / IMS_PER_BATCH); 0: SOLVER.MAX_ITER counts.
-    _C.SOLVER.EPOCHS = 0.0
+    _C.SOLVER.EPOCHS = 0
     # TEST.EVAL_PERIOD and SOLVER.CHECKPOINT_PERIOD may be -1, meaning "once per epoch".
 
     # Photometric train augmentations (no flips: a mirrored digit is another glyph or none).

@@ -1,0 +1,3 @@
+from .hooks import EpochHook, PlotMetricsHook
+from .schedule import count_train_images, resolve_schedule
+from .trainer import DigitTrainer

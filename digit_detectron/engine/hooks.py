@@ -1,0 +1,43 @@
+"""Training hooks of DigitTrainer."""
+import logging
+import os
+
+from detectron2.engine import HookBase
+from detectron2.utils import comm
+
+logger = logging.getLogger(__name__)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+class EpochHook(HookBase):
+    """Log the epoch every iteration and tell modules with ``set_epoch`` (the ROI heads) which it is."""
+
+    def __init__(self, iters_per_epoch):
+        self.iters_per_epoch = iters_per_epoch
+
+    def before_step(self):
+        epoch = self.trainer.iter // self.iters_per_epoch
+        model = _unwrap(self.trainer.model)
+        for module in model.modules():
+            if module is not model and hasattr(module, "set_epoch"):
+                module.set_epoch(epoch)
+        self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.iters_per_epoch, smoothing_hint=False)
+
+
+class PlotMetricsHook(HookBase):
+    """Draw the PNGs of tools/plot_metrics.py from OUTPUT_DIR/metrics.json when training ends."""
+
+    def __init__(self, output_dir):
+        self.output_dir = output_dir
+
+    def after_train(self):
+        metrics = os.path.join(self.output_dir, "metrics.json")
+        if not comm.is_main_process() or not os.path.isfile(metrics):
+            return
+        from digit_detectron.plots import plot_metrics
+
+        pngs = plot_metrics(metrics, os.path.join(self.output_dir, "plots"))
+        logger.info("Training plots: " + ", ".join(pngs))

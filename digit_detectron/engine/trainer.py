@@ -1,0 +1,116 @@
+"""DigitTrainer: detectron2's DefaultTrainer with the digit data, AdamW, evaluators and hooks."""
+import logging
+import os
+import weakref
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from ..data import DigitDatasetMapper
+from .hooks import EpochHook, PlotMetricsHook
+
+logger = logging.getLogger(__name__)
+
+
+class DigitTrainer(DefaultTrainer):
+    """
+    DefaultTrainer with: AdamW or SGD (SOLVER.OPTIMIZER); the digit mapper (no flips, colour jitter,
+    blur); COCOEvaluator + NumberAccuracyEvaluator; epoch, best-checkpoint and plot hooks; DDP that
+    also runs on CPU (gloo); a clear error for a non-finite loss.
+    """
+
+    def __init__(self, cfg):
+        # DefaultTrainer.__init__, except that DDP gets device_ids=None on CPU.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        ddp_kwargs = {"broadcast_buffers": False}
+        if cfg.MODEL.DEVICE == "cpu":
+            ddp_kwargs["device_ids"] = None
+        model = create_ddp_model(model, **ddp_kwargs)
+        trainer_cls = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
+        self._trainer = trainer_cls(model, data_loader, optimizer)
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = self.build_checkpointer(cfg, model, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_checkpointer(cls, cfg, model, **checkpointables):
+        return DetectionCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        name = cfg.SOLVER.OPTIMIZER
+        if name == "AdamW":
+            opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
+            return opt_cls(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+        if name == "SGD":
+            return DefaultTrainer.build_optimizer(cfg, model)
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'AdamW' or 'SGD', got {name!r}")
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=DigitDatasetMapper(cfg, is_train=True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(cfg, dataset_name, mapper=DigitDatasetMapper(cfg, is_train=False))
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        from ..evaluation import NumberAccuracyEvaluator
+
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
+        return DatasetEvaluators(
+            [
+                COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
+                NumberAccuracyEvaluator(dataset_name, cfg),
+            ]
+        )
+
+    def build_hooks(self):
+        cfg = self.cfg
+        hook_list = super().build_hooks()
+        hook_list.insert(0, EpochHook(cfg.DIGITS.ITERS_PER_EPOCH or cfg.SOLVER.MAX_ITER))
+        if cfg.DIGITS.BEST_METRIC and cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():
+            # After EvalHook, whose results it reads; before the writers.
+            index = next(i for i, h in enumerate(hook_list) if isinstance(h, hooks.EvalHook)) + 1
+            hook_list.insert(
+                index,
+                hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.DIGITS.BEST_METRIC, "max"),
+            )
+        if cfg.DIGITS.PLOT_AT_END:
+            hook_list.append(PlotMetricsHook(cfg.OUTPUT_DIR))
+        return hook_list
+
+    def run_step(self):
+        try:
+            super().run_step()
+        except FloatingPointError as e:
+            last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
+            raise FloatingPointError(
+                f"Non-finite loss at iteration {self.iter}; training stopped before the optimizer step. "
+                f"{e}\nLast good checkpoint: {last or 'none yet'}"
+            ) from None
