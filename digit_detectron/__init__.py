@@ -4,6 +4,7 @@ Importing the package registers its modules in detectron2's registries and the d
 ``digits_train`` / ``digits_valid`` / ``digits_test`` under ``$DIGITS_DATASET_ROOT``.
 """
 from .config import add_digit_config, apply_test_mode, get_digit_cfg
+from . import modeling  # only registration
 from .data import register_digits
 from .data.datasets import default_dataset_root
 
