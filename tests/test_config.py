@@ -1,0 +1,75 @@
+"""Shipped configs load, build, and keep the digit-specific choices."""
+import glob
+import os
+
+import pytest
+import torch
+
+from detectron2.modeling import build_model
+
+from digit_detectron import get_digit_cfg
+from digit_detectron.data import build_digit_augmentation
+from digit_detectron.data.transforms import RandomColorJitter, RandomGaussianBlur
+from detectron2.data import transforms as T
+
+from conftest import REPO_ROOT
+
+CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml")))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+def test_config_loads_without_flip_and_with_four_ratios(path):
+    cfg = get_digit_cfg(path)
+    assert cfg.INPUT.RANDOM_FLIP == "none"
+    augs = build_digit_augmentation(cfg, is_train=True)
+    assert not any(isinstance(a, T.RandomFlip) for a in augs)
+    assert len(cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0]) >= 3
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 10
+
+
+def test_reference_design_values():
+    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_digits.yaml"))
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == [[4], [8], [12], [24], [48]]
+    assert cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS == [[0.5, 1.0, 1.5, 2.0]]
+    assert (cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION, cfg.MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO) == (7, 2)
+    assert cfg.MODEL.ROI_HEADS.IN_FEATURES == ["p2", "p3", "p4", "p5"]
+    assert cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION == 0.25
+    assert (cfg.SOLVER.OPTIMIZER, cfg.SOLVER.BASE_LR, cfg.SOLVER.WEIGHT_DECAY) == ("AdamW", 1e-4, 1e-4)
+    assert (cfg.SOLVER.LR_SCHEDULER_NAME, cfg.SOLVER.BASE_LR_END) == ("WarmupCosineLR", 1e-6)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.SOLVER.EPOCHS) == (8, 15)
+    assert (cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST, cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST) == (0.5, 0.5)
+    assert (cfg.DIGITS.TEST_MODE.SCORE_THRESH, cfg.DIGITS.TEST_MODE.NMS_THRESH) == (0.7, 0.3)
+    augs = build_digit_augmentation(cfg, is_train=True)
+    jitter = next(a for a in augs if isinstance(a, RandomColorJitter))
+    blur = next(a for a in augs if isinstance(a, RandomGaussianBlur))
+    assert (jitter.prob, jitter.brightness, jitter.contrast, jitter.saturation) == (0.3, 0.2, 0.2, 0.2)
+    assert (blur.prob, blur.kernel_size, tuple(blur.sigma)) == (0.3, 3, (0.3, 0.8))
+
+
+def test_rpn_predicts_four_anchors_per_location():
+    cfg = get_digit_cfg(
+        os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_digits.yaml"),
+        ["MODEL.WEIGHTS", "", "MODEL.RESNETS.DEPTH", "18", "MODEL.RESNETS.RES2_OUT_CHANNELS", "64"],
+    )
+    model = build_model(cfg).eval()
+    rpn = model.proposal_generator
+    assert rpn.anchor_generator.num_cell_anchors == [4] * 5
+    assert rpn.rpn_head.objectness_logits.out_channels == 4
+    assert rpn.rpn_head.anchor_deltas.out_channels == 4 * 4
+    features = model.backbone(torch.zeros(1, 3, 64, 128))
+    logits, _ = rpn.rpn_head([features[f] for f in rpn.in_features])
+    for f, lg in zip(rpn.in_features, logits):
+        assert lg.shape[1] == 4 and lg.shape[2:] == features[f].shape[2:]
+
+
+def test_photometric_augmentations_keep_geometry():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(20, 30, 3), dtype=np.uint8)
+    for aug in (RandomColorJitter(1.0, 0.2, 0.2, 0.2), RandomGaussianBlur(1.0, 3, (0.3, 0.8))):
+        t = aug.get_transform(img)
+        out = t.apply_image(img)
+        assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+        boxes = np.array([[1.0, 2.0, 5.0, 9.0]])
+        assert np.array_equal(t.apply_box(boxes), boxes)
