@@ -16,7 +16,7 @@ from conftest import REPO_ROOT, tiny_model_opts
 
 def test_one_training_step_changes_parameters(digit_root, tmp_path):
     register_digits(digit_root, "step")
-    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), tiny_model_opts(tmp_path) + ["MODEL.ROI_HEADS.NAME", "StandardROIHeads"])
+    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), tiny_model_opts(tmp_path))
     torch.manual_seed(0)
     np.random.seed(0)
     model = build_model(cfg)
