@@ -8,6 +8,8 @@ Train or evaluate a digit detector, the detectron2 way::
     python tools/train_net.py --config-file configs/digits_cpu.yaml --num-gpus 2   # 2 processes (gloo on CPU)
 """
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.engine import DigitTrainer, resolve_schedule
@@ -15,6 +17,7 @@ from digit_detectron.engine import DigitTrainer, resolve_schedule
 
 def setup(args):
     cfg = get_digit_cfg(args.config_file, args.opts)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="digit_detectron")
     if not args.eval_only:
         resolve_schedule(cfg)
     cfg.freeze()

@@ -12,6 +12,7 @@ from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
+from detectron2.utils.events import CommonMetricPrinter
 from detectron2.utils.logger import setup_logger
 
 from ..data import DigitDatasetMapper
@@ -92,7 +93,13 @@ class DigitTrainer(DefaultTrainer):
 
     def build_hooks(self):
         cfg = self.cfg
-        hook_list = super().build_hooks()
+        hook_list = [h for h in super().build_hooks() if not isinstance(h, hooks.PeriodicWriter)]
+        if comm.is_main_process():
+            # metrics.json and tensorboard every iteration (so every evaluation and every step of
+            # the loss ramp is kept); the console every 20.
+            writers = self.build_writers()
+            hook_list.append(hooks.PeriodicWriter([w for w in writers if not isinstance(w, CommonMetricPrinter)], 1))
+            hook_list.append(hooks.PeriodicWriter([w for w in writers if isinstance(w, CommonMetricPrinter)], 20))
         hook_list.insert(0, EpochHook(cfg.DIGITS.ITERS_PER_EPOCH or cfg.SOLVER.MAX_ITER))
         if cfg.DIGITS.BEST_METRIC and cfg.TEST.EVAL_PERIOD > 0 and comm.is_main_process():
             # After EvalHook, whose results it reads; before the writers.
