@@ -5,6 +5,8 @@ import os
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from ..modeling.iou_loss import epoch_of_iteration
+
 logger = logging.getLogger(__name__)
 
 
@@ -19,7 +21,7 @@ class EpochHook(HookBase):
         self.iters_per_epoch = iters_per_epoch
 
     def before_step(self):
-        epoch = self.trainer.iter // self.iters_per_epoch
+        epoch = epoch_of_iteration(self.trainer.iter, self.iters_per_epoch)
         model = _unwrap(self.trainer.model)
         for module in model.modules():
             if module is not model and hasattr(module, "set_epoch"):

@@ -9,7 +9,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.evaluation import DatasetEvaluators
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 class DigitTrainer(DefaultTrainer):
     """
     DefaultTrainer with: AdamW or SGD (SOLVER.OPTIMIZER); the digit mapper (no flips, colour jitter,
-    blur); COCOEvaluator + NumberAccuracyEvaluator; epoch, best-checkpoint and plot hooks; DDP that
+    blur); COCOEvaluator (+ AR) + NumberAccuracyEvaluator; epoch, best-checkpoint and plot hooks; DDP that
     also runs on CPU (gloo); a clear error for a non-finite loss.
     """
 
@@ -82,11 +82,12 @@ class DigitTrainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         from ..evaluation import NumberAccuracyEvaluator
+        from ..evaluation.coco_recall import COCOEvaluatorWithRecall
 
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return DatasetEvaluators(
             [
-                COCOEvaluator(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
+                COCOEvaluatorWithRecall(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
                 NumberAccuracyEvaluator(dataset_name, cfg),
             ]
         )
