@@ -1,0 +1,1 @@
+from .number_accuracy import NumberAccuracyEvaluator, ground_truth_numbers

@@ -1,0 +1,200 @@
+"""
+Measure the reader thresholds and the pred.json score threshold on a labelled split: the model runs
+once with a low ROI score threshold, then every candidate is scored on the stored detections.
+"""
+import contextlib
+import io
+import itertools
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import yaml
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detectron2.data import DatasetCatalog
+from detectron2.data.datasets.coco import convert_to_coco_dict
+from detectron2.structures import Boxes, BoxMode, Instances
+
+from ..number_reader import NumberReader, class_agnostic_nms, read_after_nms
+from ..predictor import CONTIGUOUS_TO_DATASET_ID, DigitPredictor, PredictionRun
+from ..utils.io import atomic_open
+from .number_accuracy import NumberAccuracyEvaluator
+
+DEFAULT_SCORE_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
+DEFAULT_NMS_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
+DEFAULT_PRED_JSON_GRID = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+def ladders(score_grid, max_rungs):
+    """Every decreasing ladder of 1..max_rungs thresholds from ``score_grid``."""
+    grid = sorted(set(score_grid), reverse=True)
+    return [c for n in range(1, max_rungs + 1) for c in itertools.combinations(grid, n)]
+
+
+def search_reader_thresholds(detections, ground_truth, score_grid, nms_grid, max_digits, max_rungs=3):
+    """
+    Number accuracy (percent) of every (ladder, NMS threshold) on ``detections`` (dicts of numpy
+    ``boxes`` XYXY, ``scores``, ``classes`` per ``image_id``) against ``ground_truth`` ({image_id: number}).
+    Returns ``[(accuracy, ladder, nms_thresh)]``, best first; ties go to fewer rungs, then higher thresholds.
+    """
+    grid = sorted(set(score_grid), reverse=True)
+    column = {t: j for j, t in enumerate(grid)}
+    truth = np.array([ground_truth[d["image_id"]] for d in detections])
+    rows = []
+    for nms_thresh in nms_grid:
+        # Reading of each image at each single threshold; a ladder takes its first rung's non-empty one.
+        single = np.full((len(detections), len(grid)), -1, dtype=np.int64)
+        for i, d in enumerate(detections):
+            boxes, scores, classes = (torch.as_tensor(d[k]) for k in ("boxes", "scores", "classes"))
+            keep = class_agnostic_nms(boxes, scores, nms_thresh)
+            boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
+            by_count = {}  # the reading depends only on how many digits pass the threshold
+            for j, t in enumerate(grid):
+                n = int((scores >= t).sum())
+                if n not in by_count:
+                    by_count[n] = read_after_nms(boxes, scores, classes, (t,), max_digits)
+                single[i, j] = by_count[n]
+        for ladder in ladders(grid, max_rungs):
+            answer = np.full(len(detections), -1, dtype=np.int64)
+            for t in reversed(ladder):
+                reading = single[:, column[t]]
+                answer = np.where(reading != -1, reading, answer)
+            rows.append((100.0 * float(np.mean(answer == truth)), ladder, nms_thresh))
+    rows.sort(key=lambda r: (-r[0], len(r[1]), [-t for t in r[1]], r[2]))
+    return rows
+
+
+def pred_json_aps(detections, dataset_name, score_grid):
+    """
+    COCO box AP (percent, pycocotools as in COCOEvaluator) of the detections scoring >= each threshold.
+    Returns ``[(thresh, AP)]`` by increasing threshold; AP is nan when no box is kept.
+    """
+    coco_gt = COCO()
+    coco_gt.dataset = convert_to_coco_dict(dataset_name)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt.createIndex()
+    results = []
+    for thresh in sorted(set(score_grid)):
+        coco_results = [
+            {
+                "image_id": d["image_id"],
+                "category_id": CONTIGUOUS_TO_DATASET_ID[int(c)],
+                "bbox": BoxMode.convert(b.tolist(), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS),
+                "score": float(s),
+            }
+            for d in detections
+            for b, s, c in zip(d["boxes"], d["scores"], d["classes"])
+            if s >= thresh
+        ]
+        if not coco_results:
+            results.append((thresh, math.nan))
+            continue
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco_eval = COCOeval(coco_gt, coco_gt.loadRes(coco_results), "bbox")
+            coco_eval.evaluate()
+            coco_eval.accumulate()
+            coco_eval.summarize()
+        results.append((thresh, 100.0 * float(coco_eval.stats[0])))
+    return results
+
+
+def best_pred_json_thresh(aps):
+    """The threshold of the highest AP in ``pred_json_aps``' result; ties go to the higher threshold."""
+    finite = [(ap, t) for t, ap in aps if math.isfinite(ap)]
+    if not finite:
+        raise ValueError("no pred.json threshold keeps any box: the model predicts nothing")
+    return max(finite)[1]
+
+
+@dataclass
+class TuningResult:
+    dataset_name: str
+    num_images: int
+    current_accuracy: float  # with the config's reader
+    current_reader: NumberReader
+    rows: list  # search_reader_thresholds' result
+    aps: list  # pred_json_aps' result
+    best_reader: NumberReader
+    best_pred_json_thresh: float
+    run: PredictionRun  # the model's run; its unreadable files are scored as images without detections
+
+
+def _empty_instances():
+    return Instances((0, 0), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0), pred_classes=torch.zeros(0, dtype=torch.long))
+
+
+def tune(cfg, dataset_name, score_grid=DEFAULT_SCORE_GRID, nms_grid=DEFAULT_NMS_GRID,
+         pred_json_grid=DEFAULT_PRED_JSON_GRID, max_rungs=3, batch_size=8, progress=True):
+    """Run the model of ``cfg`` once on ``dataset_name`` and measure every candidate threshold."""
+    current = NumberReader.from_config(cfg)
+    low = min(min(score_grid), min(pred_json_grid), min(current.score_threshs))
+    run_cfg = cfg.clone()
+    run_cfg.defrost()
+    run_cfg.DIGITS.PRED_JSON_SCORE_THRESH = low
+    run_cfg.DIGITS.READER.SCORE_THRESHS = (low,)
+    records = DatasetCatalog.get(dataset_name)
+    run = DigitPredictor(run_cfg).predict_files([r["file_name"] for r in records], batch_size, progress)
+
+    evaluator = NumberAccuracyEvaluator(dataset_name, current, distributed=False)
+    evaluator.reset()
+    for record in records:
+        instances = run.instances.get(record["file_name"])
+        evaluator.process([record], [{"instances": instances if instances is not None else _empty_instances()}])
+    current_accuracy = evaluator.evaluate()["number"]["accuracy"]
+
+    rows = search_reader_thresholds(
+        evaluator.detections, evaluator.ground_truth, score_grid, nms_grid, current.max_digits, max_rungs
+    )
+    aps = pred_json_aps(evaluator.detections, dataset_name, pred_json_grid)
+    _, ladder, nms_thresh = rows[0]
+    return TuningResult(
+        dataset_name=dataset_name,
+        num_images=len(records),
+        current_accuracy=current_accuracy,
+        current_reader=current,
+        rows=rows,
+        aps=aps,
+        best_reader=NumberReader(ladder, nms_thresh, current.max_digits),
+        best_pred_json_thresh=best_pred_json_thresh(aps),
+        run=run,
+    )
+
+
+def reader_config_opts(reader, pred_json_thresh):
+    """The tuned values as detectron2 command-line opts (``KEY VALUE ...``)."""
+    return [
+        "DIGITS.READER.SCORE_THRESHS", str(tuple(reader.score_threshs)),
+        "DIGITS.READER.NMS_THRESH", str(reader.nms_thresh),
+        "DIGITS.READER.MAX_DIGITS", str(reader.max_digits),
+        "DIGITS.PRED_JSON_SCORE_THRESH", str(pred_json_thresh),
+    ]
+
+
+def write_reader_yaml(path, result, weights):
+    """Save the best thresholds as a config snippet (``cfg.merge_from_file`` merges it over a config)."""
+    reader = result.best_reader
+    snippet = {
+        "DIGITS": {
+            "PRED_JSON_SCORE_THRESH": result.best_pred_json_thresh,
+            "READER": {
+                "SCORE_THRESHS": list(reader.score_threshs),
+                "NMS_THRESH": reader.nms_thresh,
+                "MAX_DIGITS": reader.max_digits,
+            },
+        }
+    }
+    ap = dict(result.aps)[result.best_pred_json_thresh]
+    header = (
+        f"# Measured by tools/tune_reader.py on {result.dataset_name} ({result.num_images} images), "
+        f"MODEL.WEIGHTS {weights}\n"
+        f"# number accuracy {result.rows[0][0]:.2f}% (config's reader: {result.current_accuracy:.2f}%); "
+        f"box AP {ap:.2f} at PRED_JSON_SCORE_THRESH {result.best_pred_json_thresh}\n"
+        "# Merge after the model's config: tools/predict.py --config-file CONFIG --config-file THIS_FILE\n"
+    )
+    with atomic_open(path, "w") as f:
+        f.write(header)
+        yaml.safe_dump(snippet, f, default_flow_style=False)
+    return path

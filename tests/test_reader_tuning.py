@@ -1,0 +1,128 @@
+"""Threshold search of tools/tune_reader.py: reader ladders, NMS and the pred.json score threshold."""
+import importlib.util
+import json
+import math
+import os
+import shlex
+
+import numpy as np
+import pytest
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.modeling import build_model
+
+from digit_detectron import get_digit_cfg
+from digit_detectron.data import register_digits
+from digit_detectron.evaluation.reader_tuning import (
+    best_pred_json_thresh,
+    ladders,
+    pred_json_aps,
+    search_reader_thresholds,
+)
+from digit_detectron.number_reader import NumberReader
+
+from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
+
+
+def detection(image_id, digits):
+    """Detections dict from [(digit, score, XYXY box)]."""
+    return {
+        "image_id": image_id,
+        "boxes": np.array([b for _, _, b in digits], np.float32).reshape(-1, 4),
+        "scores": np.array([s for _, s, _ in digits], np.float32),
+        "classes": np.array([d for d, _, _ in digits], np.int64),
+    }
+
+
+# Image 1 needs a first rung <= 0.6 and > 0.35; image 2 a rung <= 0.25; image 3 an NMS threshold < 0.4
+# (the "8" overlaps the "3" with IoU 0.4).
+DETECTIONS = [
+    detection(1, [(1, 0.9, [10, 10, 24, 38]), (2, 0.6, [30, 10, 44, 38]), (7, 0.35, [60, 10, 74, 38])]),
+    detection(2, [(5, 0.25, [10, 10, 24, 38])]),
+    detection(3, [(3, 0.9, [10, 10, 24, 38]), (8, 0.8, [16, 10, 30, 38])]),
+]
+TRUTH = {1: 12, 2: 5, 3: 3}
+
+
+def test_ladders_are_decreasing_subsets():
+    found = ladders((0.3, 0.7, 0.5), max_rungs=2)
+    assert found == [(0.7,), (0.5,), (0.3,), (0.7, 0.5), (0.7, 0.3), (0.5, 0.3)]
+
+
+def test_search_finds_the_only_perfect_ladder():
+    rows = search_reader_thresholds(DETECTIONS, TRUTH, (0.7, 0.5, 0.3, 0.2), (0.3, 0.5), max_digits=6, max_rungs=2)
+    assert len(rows) == 10 * 2
+    assert rows[0] == (100.0, (0.5, 0.2), 0.3)
+    assert rows[1][0] < 100.0
+    # Every row agrees with NumberReader reading the detections one by one.
+    for accuracy, ladder, nms_thresh in rows:
+        reader = NumberReader(ladder, nms_thresh, 6)
+        correct = [reader(d["boxes"], d["scores"], d["classes"]) == TRUTH[d["image_id"]] for d in DETECTIONS]
+        assert accuracy == pytest.approx(100.0 * np.mean(correct)), (ladder, nms_thresh)
+
+
+@pytest.fixture
+def box_dataset(tmp_path):
+    images = [{"id": i, "file_name": f"{i}.png", "width": 80, "height": 40} for i in (1, 2)]
+    annotations = [
+        {"id": 1, "image_id": 1, "bbox": [10, 10, 14, 28], "category_id": 2, "iscrowd": 0, "area": 392},  # a "1"
+        {"id": 2, "image_id": 2, "bbox": [20, 5, 14, 28], "category_id": 5, "iscrowd": 0, "area": 392},  # a "4"
+    ]
+    (tmp_path / "valid.json").write_text(json.dumps({"images": images, "annotations": annotations}))
+    register_digits(str(tmp_path), "aps")
+    return "aps_valid"
+
+
+def test_pred_json_threshold_by_measured_ap(box_dataset):
+    detections = [
+        detection(1, [(1, 0.9, [10, 10, 24, 38]), (7, 0.15, [40, 10, 54, 38])]),  # the "7" is a false positive
+        detection(2, [(4, 0.2, [20, 5, 34, 33])]),
+    ]
+    aps = pred_json_aps(detections, box_dataset, (0.3, 0.1, 0.2, 0.95))
+    assert [t for t, _ in aps] == [0.1, 0.2, 0.3, 0.95]
+    ap = dict(aps)
+    # The false positive scores below every true box: AP stays perfect until the "4" is cut at 0.3.
+    assert ap[0.1] == ap[0.2] == pytest.approx(100.0)
+    assert ap[0.3] == pytest.approx(50.0)
+    assert math.isnan(ap[0.95])
+    assert best_pred_json_thresh(aps) == 0.2  # a tie goes to the higher threshold
+    with pytest.raises(ValueError, match="predicts nothing"):
+        best_pred_json_thresh([(0.5, math.nan)])
+
+
+def test_tune_reader_tool_writes_a_mergeable_snippet(tmp_path, capsys):
+    root = write_digit_dataset(tmp_path / "digits", counts=(1, 3, 1))
+    register_digits(root, "tune")
+    torch.manual_seed(0)
+    model = build_model(get_digit_cfg(CONFIG, tiny_model_opts(tmp_path)))
+    DetectionCheckpointer(model, str(tmp_path)).save("random_init")
+
+    spec = importlib.util.spec_from_file_location("tune_tool", os.path.join(REPO_ROOT, "tools", "tune_reader.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    args = tool.get_parser().parse_args(
+        ["--config-file", CONFIG, "--dataset", "tune_valid", "--output", str(tmp_path / "tuned"),
+         "--score-threshs", "0.9,0.5", "--nms-threshs", "0.3,0.5", "--pred-json-threshs", "0.0,0.5"]
+        + tiny_model_opts(tmp_path) + ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")]
+    )
+    result = tool.main(args)
+    printed = capsys.readouterr().out
+    assert "accuracy %" in printed and "(config)" in printed and "COCO box AP" in printed and "images/s" in printed
+    assert len(result.rows) == 3 * 2 and result.num_images == 3
+    assert all(math.isfinite(ap) for _, ap in result.aps)
+
+    snippet = tmp_path / "tuned" / "reader_thresholds.yaml"
+    assert f"Wrote {snippet}" in printed
+    cfg = get_digit_cfg(CONFIG)
+    cfg.merge_from_file(str(snippet))
+    best = result.best_reader
+    assert cfg.DIGITS.READER.SCORE_THRESHS == best.score_threshs and set(best.score_threshs) <= {0.9, 0.5}
+    assert cfg.DIGITS.READER.NMS_THRESH == best.nms_thresh in (0.3, 0.5)
+    assert cfg.DIGITS.PRED_JSON_SCORE_THRESH == result.best_pred_json_thresh in (0.0, 0.5)
+    # The printed opts say the same.
+    opts = shlex.split(printed.split("as opts: ")[1].splitlines()[0])
+    cfg2 = get_digit_cfg(CONFIG, opts)
+    assert cfg2.DIGITS == cfg.DIGITS

@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""
+Predict digit boxes and house numbers for a folder of images; writes the HW2 submission files::
+
+    python tools/predict.py --config-file configs/digits_cpu.yaml --input datasets/digits/test \\
+        --output output/pred MODEL.WEIGHTS output/digits_cpu/model_best.pth
+"""
+import argparse
+import sys
+
+from detectron2.utils.logger import setup_logger
+
+from digit_detectron import apply_test_mode, get_digit_cfg
+from digit_detectron.data import DatasetError
+from digit_detectron.number_reader import NumberReader
+from digit_detectron.predictor import (
+    DigitPredictor,
+    list_input_images,
+    load_id_map,
+    resolve_image_ids,
+    write_predictions,
+)
+
+EPILOG = """\
+outputs:
+  OUT/pred.json  [{"image_id", "bbox": [x, y, w, h] (original pixels), "score", "category_id": 1..10}]
+                 for every box scoring >= DIGITS.PRED_JSON_SCORE_THRESH
+  OUT/pred.csv   image_id,pred_label: one row per input image, sorted by id; the number, or -1 when
+                 no digit is read (also for an unreadable image, which is skipped and reported)
+
+image ids:
+  By default the id of an image is its integer file stem (123.png -> 123); any other name is an
+  error. --id-map gives ids to other names: a json object {"file name": id, ...}, or a COCO json
+  whose "images" entries hold "file_name" and "id".
+
+thresholds:
+  The reader uses DIGITS.READER.* (tools/tune_reader.py measures them: pass its
+  reader_thresholds.yaml as a second --config-file). --test-mode applies the design's test-time
+  thresholds: ROI NMS DIGITS.TEST_MODE.NMS_THRESH and pred.json scores >= DIGITS.TEST_MODE.SCORE_THRESH.
+"""
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config-file", action="append", required=True, metavar="FILE",
+        help="config file; give it again to merge more files in order (e.g. reader_thresholds.yaml)",
+    )
+    parser.add_argument("--input", required=True, help="image folder, or a glob pattern in quotes")
+    parser.add_argument("--output", required=True, help="folder for pred.json and pred.csv")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--test-mode", action="store_true", help="the design's test-time thresholds (see below)")
+    parser.add_argument("--id-map", metavar="FILE.json", help="image ids for file names (see below)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
+    return parser
+
+
+def setup_cfg(args):
+    cfg = get_digit_cfg(args.config_file[0], ())
+    for extra in args.config_file[1:]:
+        cfg.merge_from_file(extra)
+    cfg.merge_from_list(args.opts)
+    if args.test_mode:
+        apply_test_mode(cfg)
+        cfg.DIGITS.PRED_JSON_SCORE_THRESH = cfg.DIGITS.TEST_MODE.SCORE_THRESH
+    cfg.freeze()
+    return cfg
+
+
+def main(args):
+    setup_logger()
+    setup_logger(name="digit_detectron")
+    cfg = setup_cfg(args)
+    files = list_input_images(args.input)
+    image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
+    reader = NumberReader.from_config(cfg)
+    predictor = DigitPredictor(cfg)
+    run = predictor.predict_files(files, batch_size=args.batch_size)
+    print(run.summary())
+    json_path, csv_path = write_predictions(args.output, run, image_ids, reader, cfg.DIGITS.PRED_JSON_SCORE_THRESH)
+    print(f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader})")
+    return run
+
+
+if __name__ == "__main__":
+    args = get_parser().parse_args()
+    try:
+        main(args)
+    except (DatasetError, FileNotFoundError, ValueError, KeyError) as e:
+        sys.exit(f"error: {e}")
