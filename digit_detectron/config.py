@@ -64,6 +64,21 @@ def add_digit_config(cfg):
     _C.DIGITS.READER.NMS_THRESH = 0.3
     # A reading with more digits keeps only the MAX_DIGITS highest-scoring ones.
     _C.DIGITS.READER.MAX_DIGITS = 6
+    # Warm start for from-scratch training (digit_detectron.pretrain): when MODEL.WEIGHTS is empty,
+    # pre-train the bottom-up backbone as a digit classifier on crops of the train images, cache it
+    # (keyed by backbone config, annotations and these settings) and start the detector from it.
+    _C.DIGITS.PRETRAIN = CN()
+    _C.DIGITS.PRETRAIN.ENABLED = False
+    # Classifier steps, batch size and peak learning rate (AdamW, one-cycle).
+    _C.DIGITS.PRETRAIN.STEPS = 300
+    _C.DIGITS.PRETRAIN.BATCH_SIZE = 128
+    _C.DIGITS.PRETRAIN.LR = 0.002
+    # Side of the square crops in pixels (a digit fills ~75% of the height).
+    _C.DIGITS.PRETRAIN.CROP_SIZE = 32
+    # Use at most this many train images for crops; 0: all.
+    _C.DIGITS.PRETRAIN.MAX_IMAGES = 0
+    # Where pre-trained backbones are cached for later runs.
+    _C.DIGITS.PRETRAIN.CACHE_DIR = "output/cache"
     # Metric the best-checkpoint hook maximises ("" disables the hook).
     _C.DIGITS.BEST_METRIC = "bbox/AP"
     # Draw tools/plot_metrics.py's PNGs into OUTPUT_DIR at the end of training.

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
+from .checkpoint import DigitCheckpointer
 from .data.datasets import DATASET_ID_TO_CONTIGUOUS, IMAGE_EXTENSIONS, DatasetError, image_id_from_filename
 from .data.image_io import ImageReadError, read_image
 from .data.transforms import build_digit_augmentation
@@ -68,7 +68,7 @@ class DigitPredictor:
         self.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = inference_score_thresh(cfg)
         self.model = build_model(self.cfg)
         self.model.eval()
-        DetectionCheckpointer(self.model).load(weights)
+        DigitCheckpointer(self.model).load(weights)
         self.augmentations = T.AugmentationList(build_digit_augmentation(self.cfg, is_train=False))
         self.input_format = self.cfg.INPUT.FORMAT
 

@@ -48,7 +48,7 @@ def test_train_evaluates_every_epoch_and_keeps_best(trained):
     evals = [m for m in metrics if "bbox/AP" in m]
     # After iterations 1, 3, 5 and, as detectron2 logs the final evaluation, at MAX_ITER.
     assert [m["iteration"] for m in evals] == [1, 3, 5, 8]
-    assert all("number/accuracy" in m and 0.0 <= m["number/accuracy"] <= 1.0 for m in evals)
+    assert all("number/accuracy" in m and 0.0 <= m["number/accuracy"] <= 100.0 for m in evals)
     assert all("bbox/AR100" in m for m in evals)
     train_lines = [m for m in metrics if "total_loss" in m]
     assert train_lines and all("epoch" in m for m in train_lines)

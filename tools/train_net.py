@@ -13,6 +13,7 @@ from detectron2.utils.logger import setup_logger
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.engine import DigitTrainer, resolve_schedule
+from digit_detectron.pretrain import maybe_pretrain
 
 
 def setup(args):
@@ -20,6 +21,7 @@ def setup(args):
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="digit_detectron")
     if not args.eval_only:
         resolve_schedule(cfg)
+        maybe_pretrain(cfg)
     cfg.freeze()
     default_setup(cfg, args)
     return cfg

@@ -39,7 +39,11 @@ class PlotMetricsHook(HookBase):
         metrics = os.path.join(self.output_dir, "metrics.json")
         if not comm.is_main_process() or not os.path.isfile(metrics):
             return
-        from digit_detectron.plots import plot_metrics
+        from digit_detectron.plots import MetricsError, plot_metrics
 
-        pngs = plot_metrics(metrics, os.path.join(self.output_dir, "plots"))
+        try:
+            pngs = plot_metrics(metrics, os.path.join(self.output_dir, "plots"))
+        except MetricsError as e:  # the model is saved already: a plot is not worth failing for
+            logger.warning(f"No training plots: {e}")
+            return
         logger.info("Training plots: " + ", ".join(pngs))

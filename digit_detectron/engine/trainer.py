@@ -5,7 +5,6 @@ import weakref
 
 import torch
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
@@ -15,6 +14,7 @@ from detectron2.utils import comm
 from detectron2.utils.events import CommonMetricPrinter
 from detectron2.utils.logger import setup_logger
 
+from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
 from .hooks import EpochHook, PlotMetricsHook
 
@@ -52,7 +52,7 @@ class DigitTrainer(DefaultTrainer):
 
     @classmethod
     def build_checkpointer(cls, cfg, model, **checkpointables):
-        return DetectionCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+        return DigitCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -1,0 +1,69 @@
+"""Backbone pre-training on digit crops: crops, checkpoint, loading into the detector, cache."""
+import os
+
+import numpy as np
+import torch
+
+from detectron2.data import DatasetCatalog
+from detectron2.modeling import build_model
+
+from digit_detectron import get_digit_cfg
+from digit_detectron.checkpoint import DigitCheckpointer
+from digit_detectron.data import register_digits
+from digit_detectron.pretrain import BACKGROUND, extract_crops, maybe_pretrain, pretrain_backbone
+
+from conftest import REPO_ROOT, tiny_model_opts
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
+
+
+def test_crops_hold_digits_and_background(digit_root):
+    register_digits(digit_root, "crops")
+    dicts = DatasetCatalog.get("crops_train")
+    crops, labels = extract_crops(dicts, size=24, jitter=2, background_per_image=1, seed=0)
+    num_boxes = sum(len(d["annotations"]) for d in dicts)
+    assert crops.shape[1:] == (24, 24, 3) and crops.dtype == np.uint8
+    assert (labels != BACKGROUND).sum() == 2 * num_boxes
+    digits = sorted(a["category_id"] for d in dicts for a in d["annotations"])
+    assert sorted(labels[labels != BACKGROUND].tolist()) == sorted(digits * 2)
+    assert 0 < (labels == BACKGROUND).sum() <= len(dicts)
+    # The generated digits are bright on a dark background: digit crops hold ink in their centre.
+    centre = crops[:, 8:16, 8:16].max(axis=(1, 2, 3))
+    assert (centre[labels != BACKGROUND] > 150).mean() > 0.9
+
+
+def test_pretrained_checkpoint_fills_every_backbone_parameter(digit_root, tmp_path):
+    register_digits(digit_root, "pt")
+    cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["DATASETS.TRAIN", "('pt_train',)"])
+    path = str(tmp_path / "backbone.pth")
+    summary = pretrain_backbone(cfg, ["pt_train"], path, steps=3, batch_size=8, crop_size=32)
+    assert summary["crops"] > 0 and os.path.isfile(path)
+    saved = torch.load(path, weights_only=False)["model"]
+
+    model = build_model(cfg)
+    DigitCheckpointer(model).load(path)
+    state = model.state_dict()
+    backbone_keys = {k for k in state if k.startswith("backbone.bottom_up.")}
+    assert backbone_keys == set(saved)
+    for k in backbone_keys:
+        assert torch.equal(state[k], saved[k]), k
+    # BN statistics were learned, not left at their init.
+    assert any(k.endswith("running_mean") and saved[k].abs().sum() > 0 for k in saved)
+
+
+def test_maybe_pretrain_caches_the_warm_start(digit_root, tmp_path):
+    register_digits(digit_root, "cache")
+    opts = tiny_model_opts(tmp_path) + [
+        "DATASETS.TRAIN", "('cache_train',)", "DIGITS.PRETRAIN.ENABLED", "True", "DIGITS.PRETRAIN.STEPS", "2",
+        "DIGITS.PRETRAIN.BATCH_SIZE", "4", "DIGITS.PRETRAIN.CACHE_DIR", str(tmp_path / "cache"),
+    ]
+    cfg = get_digit_cfg(CONFIG, opts)
+    path = maybe_pretrain(cfg)
+    assert cfg.MODEL.WEIGHTS == path and os.path.isfile(path)
+    mtime = os.path.getmtime(path)
+    again = get_digit_cfg(CONFIG, opts)
+    assert maybe_pretrain(again) == path and os.path.getmtime(path) == mtime  # reused, not re-trained
+    changed = get_digit_cfg(CONFIG, opts + ["DIGITS.PRETRAIN.STEPS", "3"])
+    assert maybe_pretrain(changed) != path
+    explicit = get_digit_cfg(CONFIG, opts + ["MODEL.WEIGHTS", "x.pth"])
+    assert maybe_pretrain(explicit) is None and explicit.MODEL.WEIGHTS == "x.pth"
