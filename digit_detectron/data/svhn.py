@@ -207,17 +207,17 @@ def convert_svhn(
     for key in needed:
         if not os.path.isdir(folders[key]):
             raise DatasetError(f"{folders[key]}: SVHN folder not found (expected {key}/*.png + {key}/digitStruct.mat)")
-    sources = needed + (["test"] if os.path.isdir(folders["test"]) else [])
-    outputs = ["train", "valid"] + (["test"] if "test" in sources else [])
+    present = needed + (["test"] if os.path.isdir(folders["test"]) else [])
+    outputs = ["train", "valid"] + (["test"] if "test" in present else [])
     existing = [
         s for s in outputs if os.path.isdir(os.path.join(out_root, s)) and os.listdir(os.path.join(out_root, s))
     ]
     if existing and not overwrite:
         raise DatasetError(
-            f"{out_root}: {', '.join(s + '/' for s in existing)} already hold files (overwrite to replace)"
+            f"{out_root}: {', '.join(s + '/' for s in existing)} already hold files (--overwrite replaces them)"
         )
 
-    parsed = {key: svhn_folder_to_coco(folders[key], EXTRA_ID_OFFSET if key == "extra" else 0) for key in sources}
+    parsed = {key: svhn_folder_to_coco(folders[key], EXTRA_ID_OFFSET if key == "extra" else 0) for key in present}
     for split in existing:
         shutil.rmtree(os.path.join(out_root, split))
     train = parsed["train"][:3]
