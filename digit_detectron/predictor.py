@@ -7,7 +7,6 @@ Batched inference over image files, and the HW2 submission files:
 """
 import csv
 import glob
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -20,7 +19,13 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from .checkpoint import DigitCheckpointer
-from .data.datasets import DATASET_ID_TO_CONTIGUOUS, IMAGE_EXTENSIONS, DatasetError, image_id_from_filename
+from .data.datasets import (
+    DATASET_ID_TO_CONTIGUOUS,
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    image_id_from_filename,
+    read_json,
+)
 from .data.image_io import ImageReadError, read_image
 from .data.transforms import build_digit_augmentation
 from .utils.io import atomic_open, atomic_write_json
@@ -125,13 +130,7 @@ def load_id_map(path):
     ``{file name: image id}`` from a json that is either such a dict or a COCO json whose
     ``images`` entries give ``file_name`` and ``id``.
     """
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: id map not found") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: malformed json ({e})") from None
+    data = read_json(path, "id map")
     if isinstance(data, dict) and isinstance(data.get("images"), list):
         try:
             data = {os.path.basename(img["file_name"]): img["id"] for img in data["images"]}

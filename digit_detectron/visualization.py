@@ -7,7 +7,6 @@ the number read / the true number. The border and captions are green for a right
 wrong one, grey when there is no ground truth. ``make_grid`` tiles samples into one image.
 """
 import csv
-import json
 import logging
 import math
 import os
@@ -22,7 +21,7 @@ from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
-from .data.datasets import DIGIT_CLASSES, DatasetError
+from .data.datasets import DIGIT_CLASSES, DatasetError, read_json
 from .data.image_io import ImageReadError, read_image
 from .number_reader import digits_to_number, reading_order
 from .predictor import DigitPredictor, list_input_images
@@ -187,13 +186,7 @@ def dataset_records(name):
 
 def load_pred_json(path):
     """pred.json (COCO results, category_id 1..10) as ``{image_id: {"boxes", "scores", "classes"}}``."""
-    try:
-        with open(path) as f:
-            results = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path}: malformed json ({e})") from None
+    results = read_json(path)
     if not isinstance(results, list):
         raise DatasetError(f"{path}: expected a json list of detections, got {type(results).__name__}")
     per_image = {}

@@ -64,18 +64,23 @@ def _bad(json_file, what):
     return DatasetError(f"{json_file}: {what}")
 
 
+def read_json(path, what="file"):
+    """Parse a json file; a missing or malformed file is a DatasetError naming it."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: {what} not found") from None
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}: malformed json ({e})") from None
+
+
 def load_digits_json(json_file, image_dir):
     """
     Load a COCO digit json into detectron2 dataset dicts (``bbox_mode`` XYWH_ABS, contiguous
     ``category_id`` 0..9). Boxes up to EDGE_TOLERANCE px past the edge are clipped and counted.
     """
-    try:
-        with open(json_file) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(f"{json_file}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise _bad(json_file, f"malformed json ({e})") from None
+    data = read_json(json_file)
     for key in ("images", "annotations"):
         if not isinstance(data.get(key), list):
             raise _bad(json_file, f"missing list '{key}'")
