@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""
+Generate the synthetic SVHN-like house-number dataset (the embedded default data) in the NYCU HW2
+layout: ROOT/{train,valid,test}/<id>.png, ROOT/train.json, ROOT/valid.json.
+
+    python datasets/prepare_synthetic.py datasets/digits --train 5000 --valid 500 --test 500 --seed 0
+"""
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from digit_detectron.data.datasets import DatasetError  # noqa: E402
+from digit_detectron.data.synthetic import draw_sample_grid, generate_dataset  # noqa: E402
+from digit_detectron.data.synthetic_layout import DEFAULT_GEOMETRY, PARAMETRIC  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("root", help="dataset folder to create")
+    parser.add_argument("--train", type=int, default=5000, help="number of train images")
+    parser.add_argument("--valid", type=int, default=500, help="number of valid images")
+    parser.add_argument("--test", type=int, default=500, help="number of test images (unlabelled)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--geometry",
+        default=None,
+        help=f"COCO json of real SVHN boxes to copy sizes and layouts from (default: {os.path.normpath(DEFAULT_GEOMETRY)} "
+        f"if present); '{PARAMETRIC}' uses the built-in statistics instead",
+    )
+    parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing splits under ROOT")
+    parser.add_argument("--grid", metavar="PNG", help="also save a grid of train samples with their boxes")
+    args = parser.parse_args(argv)
+
+    try:
+        summary = generate_dataset(
+            args.root,
+            args.train,
+            args.valid,
+            args.test,
+            seed=args.seed,
+            geometry=args.geometry,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            progress=True,
+        )
+    except (DatasetError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    print(f"layouts from: {summary['geometry']}")
+    for split, info in summary["splits"].items():
+        folder = os.path.join(summary["root"], split) + os.sep
+        if split == "test":
+            print(f"{split}: {info['images']} unlabelled images -> {folder}")
+        else:
+            labels = os.path.join(summary["root"], split + ".json")
+            print(f"{split}: {info['images']} images, {info['boxes']} boxes -> {folder}, {labels}")
+    print(f"{summary['images_per_s']:.0f} images/s ({summary['seconds']:.1f} s, {args.workers} worker(s))")
+    if args.grid:
+        print(f"sample grid: {draw_sample_grid(args.root, args.grid)}")
+
+
+if __name__ == "__main__":
+    main()

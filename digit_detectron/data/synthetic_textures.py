@@ -1,0 +1,153 @@
+"""
+Procedural backgrounds and colours for synthetic house numbers: painted walls, siding, bricks,
+wood, out-of-focus scenery. Images are float32 HxWx3 RGB in 0..255.
+"""
+
+import colorsys
+
+import cv2
+import numpy as np
+
+# Colours seen on house-number walls, plates and digits (RGB 0..1), drawn with jitter.
+PALETTE = np.array(
+    [
+        (0.95, 0.95, 0.93),  # white
+        (0.90, 0.85, 0.72),  # cream
+        (0.78, 0.72, 0.60),  # beige
+        (0.55, 0.55, 0.55),  # grey
+        (0.08, 0.08, 0.08),  # black
+        (0.72, 0.58, 0.30),  # brass
+        (0.75, 0.75, 0.78),  # aluminium
+        (0.55, 0.25, 0.18),  # brick red
+        (0.40, 0.26, 0.15),  # wood brown
+        (0.10, 0.25, 0.55),  # plate blue
+        (0.10, 0.35, 0.20),  # dark green
+        (0.65, 0.12, 0.12),  # red
+    ]
+)
+
+
+def luminance(rgb):
+    return float(np.dot(rgb, (0.299, 0.587, 0.114)))
+
+
+def random_colour(rng, lightness=None):
+    """An RGB 0..255 colour: a jittered PALETTE entry or a random HSV one; ``lightness`` "dark"/"light"."""
+    for _ in range(20):
+        if rng.random() < 0.5:
+            rgb = np.clip(PALETTE[rng.integers(len(PALETTE))] + rng.normal(0, 0.05, 3), 0, 1)
+        else:
+            rgb = np.array(colorsys.hsv_to_rgb(rng.random(), rng.beta(1.0, 3.0), rng.uniform(0.03, 1.0)))
+        lum = luminance(rgb)
+        if lightness is None or (lightness == "dark" and lum < 0.4) or (lightness == "light" and lum > 0.55):
+            break
+    else:
+        rgb = np.full(3, 0.1 if lightness == "dark" else 0.9)
+    return (rgb * 255).astype(np.float32)
+
+
+def contrasting_colour(rng, background, min_contrast=70.0):
+    """A colour whose luminance differs from ``background`` (RGB 0..255) by at least ``min_contrast``."""
+    bg_lum = luminance(background)
+    prefer = "dark" if bg_lum > 128 else "light"
+    for _ in range(20):
+        lightness = prefer if rng.random() < 0.9 else None
+        colour = random_colour(rng, lightness)
+        if abs(luminance(colour) - bg_lum) >= min_contrast:
+            return colour
+    return np.full(3, 20.0 if bg_lum > 128 else 235.0, np.float32)
+
+
+def value_noise(rng, h, w, cell):
+    """Smooth noise, ~N(0, 1), with features ``cell`` px apart."""
+    cell = max(cell, 1.0)
+    grid = rng.standard_normal((int(h / cell) + 2, int(w / cell) + 2)).astype(np.float32)
+    return cv2.resize(grid, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def fractal_noise(rng, h, w, cell, octaves=3):
+    out = np.zeros((h, w), np.float32)
+    for o in range(octaves):
+        out += value_noise(rng, h, w, cell / 2**o) / 2**o
+    return out
+
+
+def _tint(shade, colour):
+    """Colour ``colour`` modulated by a 2-D ``shade`` map around 1."""
+    return shade[..., None] * colour[None, None, :]
+
+
+def painted_wall(rng, h, w, colour, unit):
+    shade = 1 + rng.uniform(0.02, 0.12) * fractal_noise(rng, h, w, unit * rng.uniform(0.5, 3))
+    return _tint(shade, colour)
+
+
+def siding(rng, h, w, colour, unit):
+    """Clapboard: boards with a shading ramp and a dark lap line, horizontal or vertical."""
+    vertical = rng.random() < 0.25
+    length, across = (w, h) if not vertical else (h, w)
+    period = unit * rng.uniform(0.35, 1.0)
+    t = (np.arange(across, dtype=np.float32) + rng.uniform(0, period)) / period
+    phase = t - np.floor(t)
+    ramp = 1 + rng.uniform(0.05, 0.2) * (0.5 - phase) - rng.uniform(0.2, 0.5) * (phase > 0.93)
+    shade = np.repeat(ramp[:, None], length, axis=1)
+    shade = shade if not vertical else shade.T
+    shade = shade + 0.04 * fractal_noise(rng, h, w, unit)
+    return _tint(np.ascontiguousarray(shade), colour)
+
+
+def bricks(rng, h, w, colour, unit):
+    bh = unit * rng.uniform(0.25, 0.55)
+    bw = bh * rng.uniform(2.0, 3.2)
+    mortar = max(1.0, bh * rng.uniform(0.06, 0.15))
+    ys = np.arange(h, dtype=np.float32)[:, None] + np.float32(rng.uniform(0, bh))
+    row = np.floor(ys / bh).astype(np.int64)
+    xs = np.arange(w, dtype=np.float32)[None, :] + (row % 2) * np.float32(bw / 2) + np.float32(rng.uniform(0, bw))
+    col = np.floor(xs / bw).astype(np.int64)
+    jitter = rng.normal(1, 0.09, size=(row.max() + 1, col.max() + 1)).astype(np.float32)
+    shade = jitter[row, col] + 0.06 * fractal_noise(rng, h, w, bh / 2)
+    out = _tint(shade, colour)
+    joint = ((ys - row * bh) < mortar) | ((xs - col * bw) < mortar)
+    out[joint] = random_colour(rng, "light") * rng.uniform(0.6, 1.0)
+    return out
+
+
+def wood(rng, h, w, colour, unit):
+    along = linear_ramp(h, w, 0.0 if rng.random() < 0.5 else np.pi / 2)
+    warp = rng.uniform(0.3, 1.5) * fractal_noise(rng, h, w, unit * 2)
+    grain = np.sin(2 * np.pi * (along / (unit * rng.uniform(0.05, 0.2)) + warp))
+    shade = 1 + rng.uniform(0.05, 0.18) * grain + 0.05 * fractal_noise(rng, h, w, unit)
+    return _tint(shade, colour)
+
+
+def scenery(rng, h, w, colour, unit):
+    """Out-of-focus photo: a two-colour gradient with soft blobs of other colours (drawn at 1/4 size)."""
+    sh, sw, unit = max(h // 4, 1), max(w // 4, 1), unit / 4
+    t = linear_ramp(sh, sw, rng.uniform(0, 2 * np.pi))
+    t = ((t - t.min()) / max(float(np.ptp(t)), 1e-6))[..., None]
+    out = colour * (1 - t) + random_colour(rng) * t
+    for _ in range(int(rng.integers(2, 8))):
+        blob = np.zeros((sh, sw), np.float32)
+        centre = (int(rng.uniform(0, sw)), int(rng.uniform(0, sh)))
+        axes = (int(unit * rng.uniform(0.3, 2)) + 1, int(unit * rng.uniform(0.3, 2)) + 1)
+        cv2.ellipse(blob, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
+        blob = cv2.GaussianBlur(blob, (0, 0), unit * rng.uniform(0.1, 0.5) + 0.5)[..., None] * rng.uniform(0.4, 1)
+        out = out * (1 - blob) + random_colour(rng) * blob
+    return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def linear_ramp(h, w, angle):
+    """HxW float32 distance along direction ``angle`` (radians) from the top-left corner."""
+    x = np.arange(w, dtype=np.float32) * np.float32(np.cos(angle))
+    y = np.arange(h, dtype=np.float32) * np.float32(np.sin(angle))
+    return y[:, None] + x[None, :]
+
+
+TEXTURES = (painted_wall, siding, bricks, wood, scenery)
+TEXTURE_P = (0.35, 0.2, 0.15, 0.1, 0.2)
+
+
+def random_background(rng, h, w, colour, unit):
+    """A textured HxWx3 background around ``colour``; ``unit`` (px) is the typical digit height."""
+    texture = TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_P)]
+    return texture(rng, h, w, colour, unit).astype(np.float32)

@@ -1,0 +1,261 @@
+"""The synthetic house-number generator: determinism, HW2 layout, valid COCO, tight boxes, fallback."""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from detectron2.data.datasets import load_coco_json
+
+from digit_detectron.data import synthetic_layout
+from digit_detectron.data.datasets import DatasetError, load_digits_json, load_digits_test
+from digit_detectron.data.image_io import read_image
+from digit_detectron.data.synthetic import SampleRenderer, generate_dataset
+from digit_detectron.data.synthetic_glyphs import GlyphBank
+from digit_detectron.data.synthetic_layout import PARAMETRIC, Layout, build_layout_sampler
+from digit_detectron.data.synthetic_render import INK_THRESHOLD, render_sample
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+COUNTS = (6, 3, 3)
+
+
+@pytest.fixture(scope="module")
+def glyphs():
+    return GlyphBank()
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("synthetic") / "digits")
+    summary = generate_dataset(root, *COUNTS, seed=3)
+    return root, summary
+
+
+def _files(root):
+    out = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+def test_same_seed_same_bytes_any_workers(dataset, tmp_path):
+    root, summary = dataset
+    again = str(tmp_path / "again")
+    generate_dataset(again, *COUNTS, seed=3, workers=2)
+    first, second = _files(root), _files(again)
+    assert sorted(first) == sorted(second)
+    assert len(first) == sum(COUNTS) + 2  # images + train.json + valid.json
+    for name in first:
+        assert first[name] == second[name], name
+    assert summary["splits"]["train"]["images"] == COUNTS[0] and summary["images_per_s"] > 0
+
+
+def test_different_seed_different_data(dataset, tmp_path):
+    root, _ = dataset
+    other = str(tmp_path / "other")
+    generate_dataset(other, *COUNTS, seed=4)
+    first, second = _files(root), _files(other)
+    assert first["train.json"] != second["train.json"]
+    differing = [n for n in first if n.endswith(".png") and first[n] != second.get(n)]
+    assert len(differing) == sum(COUNTS)
+
+
+def test_hw2_layout_and_coco_fields(dataset):
+    root, summary = dataset
+    assert sorted(os.listdir(root)) == ["test", "train", "train.json", "valid", "valid.json"]
+    for split, n in zip(("train", "valid", "test"), COUNTS):
+        assert sorted(os.listdir(os.path.join(root, split))) == sorted(f"{i}.png" for i in range(1, n + 1))
+    test_records = load_digits_test(os.path.join(root, "test"))
+    assert [r["image_id"] for r in test_records] == list(range(1, COUNTS[2] + 1))
+
+    for split, n in (("train", COUNTS[0]), ("valid", COUNTS[1])):
+        with open(os.path.join(root, split + ".json")) as f:
+            data = json.load(f)
+        assert data["categories"] == [{"id": d + 1, "name": str(d)} for d in range(10)]
+        assert [img["id"] for img in data["images"]] == list(range(1, n + 1))
+        sizes = {}
+        for img in data["images"]:
+            assert img["file_name"] == f"{img['id']}.png"
+            image = read_image(os.path.join(root, split, img["file_name"]))
+            assert image.shape[:2] == (img["height"], img["width"])
+            sizes[img["id"]] = (img["width"], img["height"])
+        assert [a["id"] for a in data["annotations"]] == list(range(1, len(data["annotations"]) + 1))
+        assert len(data["annotations"]) == summary["splits"][split]["boxes"] >= n
+        for ann in data["annotations"]:
+            x, y, w, h = ann["bbox"]
+            width, height = sizes[ann["image_id"]]
+            assert all(isinstance(v, int) for v in ann["bbox"])
+            assert w >= 1 and h >= 1 and x >= 0 and y >= 0 and x + w <= width and y + h <= height
+            assert 1 <= ann["category_id"] <= 10 and ann["area"] == w * h and ann["iscrowd"] == 0
+
+
+def test_json_loads_with_both_loaders(dataset):
+    root, _ = dataset
+    for split in ("train", "valid"):
+        ours = load_digits_json(os.path.join(root, split + ".json"), os.path.join(root, split))
+        theirs = load_coco_json(os.path.join(root, split + ".json"), os.path.join(root, split), f"synthetic_{split}")
+        assert len(ours) == len(theirs) == COUNTS[("train", "valid").index(split)]
+        for a, b in zip(ours, sorted(theirs, key=lambda r: r["image_id"])):
+            assert (a["file_name"], a["height"], a["width"]) == (b["file_name"], b["height"], b["width"])
+            assert [x["bbox"] for x in a["annotations"]] == [x["bbox"] for x in b["annotations"]]
+            assert [x["category_id"] for x in a["annotations"]] == [x["category_id"] for x in b["annotations"]]
+
+
+def test_files_match_the_rendered_samples(dataset, glyphs):
+    """The written PNG and json boxes are exactly what render_sample drew (so the mask checks below hold)."""
+    root, summary = dataset
+    renderer = SampleRenderer(build_layout_sampler(summary["geometry"]), glyphs, seed=3)
+    records = load_digits_json(os.path.join(root, "train.json"), os.path.join(root, "train"))
+    for record in records[:3]:
+        sample = renderer("train", record["image_id"])
+        assert np.array_equal(read_image(record["file_name"], "RGB"), sample.image)
+        assert [a["bbox"] for a in record["annotations"]] == sample.boxes.astype(float).tolist()
+        assert [a["category_id"] for a in record["annotations"]] == sample.digits.tolist()
+
+
+@pytest.mark.parametrize("geometry", [None, PARAMETRIC])
+def test_boxes_tight_around_visible_ink(glyphs, geometry):
+    sampler = build_layout_sampler(geometry)
+    contrasts = []
+    for i in range(30):
+        rng = np.random.default_rng([7, i])
+        sample = render_sample(rng, sampler(rng), glyphs)
+        image = sample.image.astype(np.float64)
+        height, width = image.shape[:2]
+        all_ink = sample.masks.max(0)
+        assert len(sample.boxes) == len(sample.digits) == len(sample.masks) >= 1
+        for (x, y, w, h), mask in zip(sample.boxes, sample.masks):
+            assert 0 <= x < x + w <= width and 0 <= y < y + h <= height
+            ink = mask >= min(INK_THRESHOLD, mask.max() / 2)
+            ys, xs = np.nonzero(ink)
+            # Tight: every border row and column of the box holds ink, nothing outside does.
+            assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == (x, y, x + w, y + h)
+            assert ink[y, x : x + w].any() and ink[y + h - 1, x : x + w].any()
+            assert ink[y : y + h, x].any() and ink[y : y + h, x + w - 1].any()
+            # The ink is visible in the image: its colour differs from the background just outside the box.
+            ring = np.zeros((height, width), bool)
+            ring[max(y - 2, 0) : y + h + 2, max(x - 2, 0) : x + w + 2] = True
+            ring[y : y + h, x : x + w] = False
+            ring &= all_ink < 0.05
+            if ring.sum() >= 4:
+                contrasts.append(np.abs(image[ink].mean(0) - image[ring].mean(0)).max())
+    contrasts = np.array(contrasts)
+    assert len(contrasts) > 30
+    assert contrasts.min() > 10 and np.median(contrasts) > 50
+
+
+def test_five_digits_at_any_scale(glyphs):
+    for width, height in ((131, 47), (300, 90), (57, 21)):
+        boxes = np.array([[width * (0.1 + 0.16 * i), height * 0.2, width * 0.12, height * 0.6] for i in range(5)])
+        sample = render_sample(np.random.default_rng(width), Layout(width, height, boxes), glyphs)
+        assert sample.image.shape == (height, width, 3) and sample.masks.shape == (5, height, width)
+        assert np.all(np.diff(sample.boxes[:, 0] + sample.boxes[:, 2] / 2) > 0)
+
+
+def test_digits_are_drawn_into_the_layout_boxes(glyphs):
+    layout = Layout(120, 50, np.array([[30.0, 10, 16, 30], [50, 12, 16, 30], [70, 10, 16, 30]]))
+    for i in range(10):
+        sample = render_sample(np.random.default_rng(i), layout, glyphs)
+        assert sample.image.shape == (50, 120, 3) and len(sample.boxes) == 3
+        x, y, w, h = sample.boxes.T
+        assert np.all(np.abs(h - 30) <= 4)  # the box height, up to slight rotation / shear
+        assert np.all(np.abs(y + h / 2 - np.array([25, 27, 25])) <= 3)
+        assert np.all(np.diff(x + w / 2) > 8)  # left to right, side by side
+        assert np.all(np.abs((x + w / 2).mean() - 58) <= 6)
+
+
+def test_geometry_file_sizes_and_layouts(tmp_path):
+    geometry = tmp_path / "geometry.json"
+    images = [
+        {"id": 5, "file_name": "5.png", "width": 90, "height": 40},
+        {"id": 9, "file_name": "9.png", "width": 60, "height": 30},
+    ]
+    annotations = [
+        {"id": 1, "image_id": 9, "bbox": [30, 5, 9, 20], "category_id": 3},
+        {"id": 2, "image_id": 5, "bbox": [20, 8, 12, 25], "category_id": 2},
+        {"id": 3, "image_id": 9, "bbox": [18, 5, 10, 20], "category_id": 1},
+    ]
+    geometry.write_text(json.dumps({"images": images, "annotations": annotations}))
+    sampler = build_layout_sampler(str(geometry))
+    seen = {}
+    for i in range(30):
+        layout = sampler(np.random.default_rng(i))
+        seen[(layout.width, layout.height)] = layout.boxes.tolist()
+    assert seen == {(90, 40): [[20, 8, 12, 25]], (60, 30): [[18, 5, 10, 20], [30, 5, 9, 20]]}
+
+
+def test_parametric_fallback_when_geometry_file_absent(tmp_path, monkeypatch, glyphs):
+    monkeypatch.setattr(synthetic_layout, "DEFAULT_GEOMETRY", str(tmp_path / "missing.json"))
+    sampler = build_layout_sampler(None)
+    assert sampler.source == PARAMETRIC
+    rng = np.random.default_rng(0)
+    layouts = [sampler(rng) for _ in range(2000)]
+    heights = np.array([lay.height for lay in layouts])
+    counts = np.array([len(lay.boxes) for lay in layouts])
+    ratio = np.concatenate([lay.boxes[:, 3] / lay.height for lay in layouts])
+    aspect = np.concatenate([lay.boxes[:, 3] / lay.boxes[:, 2] for lay in layouts])
+    assert 38 <= np.median(heights) <= 58 and counts.min() == 1 and counts.max() <= 5
+    assert 1.8 <= np.mean(counts) <= 2.6 and 0.55 <= np.median(ratio) <= 0.75 and 1.8 <= np.median(aspect) <= 2.4
+    for lay in layouts:
+        assert np.all(lay.boxes[:, :2] >= 0) and np.all(lay.boxes[:, 0] + lay.boxes[:, 2] <= lay.width + 1e-6)
+        assert np.all(lay.boxes[:, 1] + lay.boxes[:, 3] <= lay.height + 1e-6)
+
+    summary = generate_dataset(str(tmp_path / "digits"), 3, 2, 1, seed=0)
+    assert summary["geometry"] == PARAMETRIC
+    assert len(load_digits_json(str(tmp_path / "digits" / "train.json"), str(tmp_path / "digits" / "train"))) == 3
+
+
+def test_clear_errors(tmp_path, dataset):
+    root, _ = dataset
+    with pytest.raises(DatasetError, match="train.*already exists"):
+        generate_dataset(root, 1, 1, 1)
+    for name, text, problem in (
+        ("broken.json", "{not json", "malformed json"),
+        (
+            "nobox.json",
+            json.dumps({"images": [{"id": 1, "width": 9, "height": 9}], "annotations": []}),
+            "no image with",
+        ),
+        ("nosize.json", json.dumps({"images": [{"id": 1}], "annotations": []}), "not a COCO box file"),
+    ):
+        path = tmp_path / name
+        path.write_text(text)
+        with pytest.raises(DatasetError, match=f"{name}: {problem}"):
+            build_layout_sampler(str(path))
+    with pytest.raises(DatasetError, match="missing.json: geometry file not found"):
+        build_layout_sampler(str(tmp_path / "missing.json"))
+    with pytest.raises(ValueError, match="non-negative"):
+        generate_dataset(str(tmp_path / "new"), -1, 1, 1)
+
+
+def test_overwrite_replaces_every_split(tmp_path):
+    root = str(tmp_path / "digits")
+    generate_dataset(root, 4, 2, 2, seed=0, geometry=PARAMETRIC)
+    generate_dataset(root, 2, 1, 1, seed=1, geometry=PARAMETRIC, overwrite=True)
+    assert sorted(os.listdir(os.path.join(root, "train"))) == ["1.png", "2.png"]
+    assert sorted(os.listdir(os.path.join(root, "test"))) == ["1.png"]
+    assert sorted(os.listdir(root)) == ["test", "train", "train.json", "valid", "valid.json"]  # no staging left
+
+
+def test_prepare_synthetic_cli(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "prepare_synthetic", os.path.join(REPO_ROOT, "datasets", "prepare_synthetic.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    root, grid = tmp_path / "digits", tmp_path / "grid.png"
+    tool.main([str(root), "--train", "5", "--valid", "2", "--test", "2", "--seed", "1", "--grid", str(grid)])
+    out = capsys.readouterr().out
+    assert "train: 5 images" in out and str(root / "train.json") in out and "images/s" in out
+    assert "sample grid" in out and read_image(str(grid)).shape == (
+        80 + 4,
+        6 * (3 * 80 + 4),
+        3,
+    )  # one row of 5 tiles + 1 blank
+    with pytest.raises(SystemExit, match="already exists"):
+        tool.main([str(root), "--train", "1"])
