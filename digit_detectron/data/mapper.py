@@ -24,7 +24,7 @@ class DigitDatasetMapper(DatasetMapper):
     def __call__(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = read_image(dataset_dict["file_name"], format=self.image_format)
-        utils.check_image_size(dataset_dict, image)
+        _check_image_size(dataset_dict, image)
         aug_input = T.AugInput(image)
         transforms = self.augmentations(aug_input)
         image = aug_input.image
@@ -36,3 +36,16 @@ class DigitDatasetMapper(DatasetMapper):
         if "annotations" in dataset_dict:
             self._transform_annotations(dataset_dict, transforms, image_shape)
         return dataset_dict
+
+
+def _check_image_size(dataset_dict, image):
+    """detectron2's ``check_image_size``, with an error that names the file and both sizes as WxH."""
+    try:
+        utils.check_image_size(dataset_dict, image)
+    except utils.SizeMismatchError:
+        h, w = image.shape[:2]
+        raise utils.SizeMismatchError(
+            f"{dataset_dict['file_name']}: image is {w}x{h} (width x height, after EXIF rotation) but its "
+            f"annotation says {dataset_dict['width']}x{dataset_dict['height']}; fix the json's width/height "
+            "(tools/check_dataset.py lists every such image)"
+        ) from None

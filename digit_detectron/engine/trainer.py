@@ -114,11 +114,26 @@ class DigitTrainer(DefaultTrainer):
         return hook_list
 
     def run_step(self):
+        # Keep this step's loss dict, to name the non-finite terms if detectron2 raises for their sum.
+        losses = {}
+
+        def keep_losses(module, inputs, outputs):
+            if isinstance(outputs, dict):
+                losses.update(outputs)
+
+        handle = self._trainer.model.register_forward_hook(keep_losses)
         try:
             super().run_step()
         except FloatingPointError as e:
+            if losses:
+                bad = ", ".join(f"{k} = {v.item()}" for k, v in losses.items() if not torch.isfinite(v).all())
+                what = f"Non-finite loss at iteration {self.iter}: {bad or f'in another process ({e})'}"
+            else:  # raised inside the forward pass (e.g. by the RPN on non-finite boxes), before any loss
+                what = f"Non-finite values at iteration {self.iter} in the model's forward pass: {e}"
             last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
             raise FloatingPointError(
-                f"Non-finite loss at iteration {self.iter}; training stopped before the optimizer step. "
-                f"{e}\nLast good checkpoint: {last or 'none yet'}"
+                f"{what.rstrip('.')}. Training stopped before the optimizer step; "
+                f"last good checkpoint: {last or 'none yet'}"
             ) from None
+        finally:
+            handle.remove()

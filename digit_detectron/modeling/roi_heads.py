@@ -112,7 +112,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
             unmixed_name, unmixed = "loss_box_reg_deltas", losses["loss_box_reg"]
             losses["loss_box_reg"] = unmixed + lam * loss_iou
         storage = get_event_storage()
-        storage.put_scalar("iou_loss_lambda", lam)
+        storage.put_scalar("iou_loss_lambda", lam, smoothing_hint=False)  # a schedule value, like lr
         storage.put_scalar("loss_iou", loss_iou.item())
         storage.put_scalar(unmixed_name, unmixed.item())
         return losses
