@@ -18,12 +18,13 @@ CONFIGS = sorted(glob.glob(os.path.join(REPO_ROOT, "configs", "*.yaml")))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
-def test_config_loads_without_flip_and_with_four_ratios(path):
+def test_config_loads_without_flip_and_with_four_anchors(path):
     cfg = get_digit_cfg(path)
     assert cfg.INPUT.RANDOM_FLIP == "none"
     augs = build_digit_augmentation(cfg, is_train=True)
     assert not any(isinstance(a, T.RandomFlip) for a in augs)
-    assert len(cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS[0]) >= 3
+    sizes, ratios = cfg.MODEL.ANCHOR_GENERATOR.SIZES, cfg.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS
+    assert all(len(s) * len(ratios[0]) == 4 for s in sizes)  # 4 anchors per location
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 10
 
 
