@@ -1,17 +1,30 @@
-"""Training / inference throughput of a config on this machine."""
+"""
+Training / inference throughput of a config on this machine, and the timing helpers that
+``benchmarks/torchvision_baseline.py`` shares so that both measure the same way on the same images.
+"""
 import os
 import platform
 import resource
 import statistics
+import tempfile
 import time
 
 import torch
+from PIL import Image
+from tabulate import tabulate
+from tqdm import tqdm
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from .data import DigitDatasetMapper
+from .data.image_io import ImageReadError, read_image
+from .predictor import DigitPredictor
+
+TASKS = ("train", "inference", "predict")
+ORDERS = ("dataset", "aspect")
 
 
 def machine_info():
@@ -24,7 +37,7 @@ def machine_info():
         pass
     return {
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
@@ -36,54 +49,181 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _batches(cfg, dataset_name, is_train, batch_size, num_images):
-    mapper = DigitDatasetMapper(cfg, is_train=is_train)
-    dicts = DatasetCatalog.get(dataset_name)
+def format_result(result):
+    """A benchmark result as a two-column (github markdown) table."""
+    rows = [(k, round(v, 4) if isinstance(v, float) else v) for k, v in result.items()]
+    return tabulate(rows, tablefmt="github")
+
+
+def select_images(dataset_dicts, num_images, is_train, order="dataset", dataset_name="dataset"):
+    """
+    The ``num_images`` dataset dicts a benchmark runs on: in dataset order, cycling when the
+    dataset is smaller, skipping images without boxes when training. ``order="aspect"`` then
+    sorts them by width / height (what size-grouped batching would give).
+    """
+    if order not in ORDERS:
+        raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
     if is_train:
-        dicts = [d for d in dicts if d.get("annotations")]
-    if not dicts:
-        raise ValueError(f"dataset {dataset_name} has no usable image")
-    items = [mapper(dicts[i % len(dicts)]) for i in range(num_images)]
-    return [items[i : i + batch_size] for i in range(0, num_images, batch_size)]
+        dataset_dicts = [d for d in dataset_dicts if d.get("annotations")]
+    if not dataset_dicts:
+        raise ValueError(f"{dataset_name} has no usable image" + (" with boxes" if is_train else ""))
+    chosen = [dataset_dicts[i % len(dataset_dicts)] for i in range(num_images)]
+    if order == "aspect":
+        chosen = sorted(chosen, key=_aspect_ratio)
+    return chosen
 
 
-def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=None, warmup=2):
+def _aspect_ratio(dataset_dict):
+    if "width" in dataset_dict and "height" in dataset_dict:
+        return dataset_dict["width"] / dataset_dict["height"]
+    try:
+        with Image.open(dataset_dict["file_name"]) as img:  # reads the header only
+            width, height = img.size
+    except OSError as e:
+        raise ImageReadError(f"{dataset_dict['file_name']}: cannot read the image size ({e})") from None
+    return width / height
+
+
+def time_steps(step, batches, warmup, progress=True):
     """
-    Time ``task`` ("train": forward + backward + AdamW step; "inference": eval forward) on
-    pre-decoded batches, so the numbers are the model's. Returns a dict of seconds per iteration
-    (median), images/s, peak RSS and the machine.
+    Run ``step(batch)`` on every batch, with a progress bar; (wall, CPU) seconds of each batch
+    after the first ``warmup``.
     """
+    if len(batches) <= warmup:
+        raise ValueError(f"{len(batches)} batches leave none to time after {warmup} warm-up: raise the image count")
+    wall, cpu = [], []
+    for i, batch in enumerate(tqdm(batches, desc=f"{warmup} warm-up + timed", unit="batch", disable=not progress)):
+        w, c = time.perf_counter(), time.process_time()
+        step(batch)
+        if i >= warmup:
+            wall.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
+    return wall, cpu
+
+
+def timing_summary(batch_size, wall, cpu, data_s_per_image=None):
+    """
+    Median seconds per iteration (wall and process CPU) and images/s. With the data loading time
+    per image, also images/s when loading runs in the same process before each step (no overlap).
+    """
+    s_per_iter = statistics.median(wall)
+    result = {
+        "batch_size": batch_size,
+        "iterations_timed": len(wall),
+        "s_per_iter": s_per_iter,
+        "cpu_s_per_iter": statistics.median(cpu),
+        "images_per_s": batch_size / s_per_iter,
+    }
+    if data_s_per_image is not None:
+        result["data_s_per_image"] = data_s_per_image
+        result["images_per_s_with_data"] = batch_size / (s_per_iter + batch_size * data_s_per_image)
+    return result
+
+
+def padding_fraction(image_batches, size_divisibility):
+    """Share of the padded batch tensors' pixels that are padding (CHW images, padded as ImageList)."""
+    div = max(size_divisibility, 1)
+    padded = real = 0
+    for images in image_batches:
+        h = -(-max(im.shape[-2] for im in images) // div) * div
+        w = -(-max(im.shape[-1] for im in images) // div) * div
+        padded += len(images) * h * w
+        real += sum(im.shape[-2] * im.shape[-1] for im in images)
+    return 1.0 - real / padded
+
+
+def _median_seconds(fn, items):
+    times = []
+    for item in items:
+        start = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _chunks(items, size):
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=None, warmup=2, order="dataset"):
+    """
+    Time ``task`` on ``num_images`` images after ``warmup`` batches:
+
+    * "train": forward + backward + AdamW step on batches the DigitDatasetMapper prepared beforehand;
+    * "inference": eval forward (resize, model, postprocess) on such batches;
+    * "predict": ``DigitPredictor.predict_files`` per batch of files, i.e. decode included. An empty
+      MODEL.WEIGHTS times a randomly initialised model (saved to a temporary checkpoint).
+
+    The data path is timed separately per image: ``decode_s_per_image`` (read_image) and
+    ``data_s_per_image`` (the whole mapper: decode, augmentations, boxes). Returns a dict of medians,
+    images/s, the padding share of the batches, peak RSS and the machine.
+    """
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     is_train = task == "train"
     batch_size = batch_size or (cfg.SOLVER.IMS_PER_BATCH if is_train else 8)
     dataset_name = dataset_name or (cfg.DATASETS.TRAIN[0] if is_train else cfg.DATASETS.TEST[0])
-    batches = _batches(cfg, dataset_name, is_train, batch_size, max(num_images, batch_size) + warmup * batch_size)
-    model = build_model(cfg)
-    model.train(is_train)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if is_train else None
-    times = []
+    total = max(num_images, batch_size) + warmup * batch_size
+    dicts = select_images(DatasetCatalog.get(dataset_name), total, is_train, order, dataset_name)
+
+    mapper = DigitDatasetMapper(cfg, is_train=is_train)
+    decode_s = _median_seconds(lambda d: read_image(d["file_name"], cfg.INPUT.FORMAT), dicts)
+    items = []
+    data_s = _median_seconds(lambda d: items.append(mapper(d)), dicts)
+    image_batches = [[x["image"] for x in b] for b in _chunks(items, batch_size)]
+
+    if task == "predict":
+        predictor = _build_predictor(cfg)
+        model = predictor.model
+
+        def step(files):
+            predictor.predict_files(files, len(files), progress=False)
+
+        batches = _chunks([d["file_name"] for d in dicts], batch_size)
+    else:
+        model = build_model(cfg)
+        step = _model_step(model, is_train)
+        batches = _chunks(items, batch_size)
     with EventStorage(0):
-        for i, batch in enumerate(batches):
-            start = time.perf_counter()
-            if is_train:
-                loss = sum(model(batch).values())
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-            else:
-                with torch.no_grad():
-                    model(batch)
-            if i >= warmup:
-                times.append(time.perf_counter() - start)
-    if not times:
-        raise ValueError("too few images for the warm-up: raise num_images")
-    s_per_iter = statistics.median(times)
+        wall, cpu = time_steps(step, batches, warmup)
     return {
         "task": task,
         "dataset": dataset_name,
-        "batch_size": batch_size,
-        "iterations_timed": len(times),
-        "s_per_iter": s_per_iter,
-        "images_per_s": batch_size / s_per_iter,
+        "order": order,
+        **timing_summary(batch_size, wall, cpu, None if task == "predict" else data_s),
+        "decode_s_per_image": decode_s,
+        "padding_fraction": padding_fraction(image_batches, model.backbone.size_divisibility),
         "peak_rss_mb": peak_rss_mb(),
         **machine_info(),
     }
+
+
+def _model_step(model, is_train):
+    model.train(is_train)
+    if not is_train:
+
+        def infer(batch):
+            with torch.no_grad():
+                model(batch)
+
+        return infer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def step(batch):
+        loss = sum(model(batch).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def _build_predictor(cfg):
+    if cfg.MODEL.WEIGHTS:
+        return DigitPredictor(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        DetectionCheckpointer(build_model(cfg), tmp).save("random_init")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.MODEL.WEIGHTS = os.path.join(tmp, "random_init.pth")
+        return DigitPredictor(cfg)

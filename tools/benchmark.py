@@ -1,39 +1,68 @@
 #!/usr/bin/env python
 """
-Images/s and s/iteration of a config on this machine, as a table and JSON::
+Images/s and s/iteration (median after warm-up) of a config on this machine, with peak RSS, the
+data path's time per image and the machine, as a table and JSON::
 
     python tools/benchmark.py --config-file configs/digits_cpu.yaml --task train --images 64
+    python tools/benchmark.py --config-file configs/digits_cpu.yaml --task predict --dataset-root /tmp/speed_data \\
+        --dataset digits_test MODEL.WEIGHTS output/digits_cpu/model_best.pth
+
+Tasks: "train" (forward, backward, AdamW step), "inference" (eval forward) on batches prepared by the
+mapper beforehand; "predict" (DigitPredictor on files: decode, resize, model, postprocess). An empty
+MODEL.WEIGHTS times a randomly initialised model: speed does not depend on the weights.
 """
 import argparse
 import json
+import sys
 
-from tabulate import tabulate
+import torch
 
-from digit_detectron import get_digit_cfg
-from digit_detectron.benchmark import benchmark
+from digit_detectron import get_digit_cfg, register_digits
+from digit_detectron.benchmark import ORDERS, TASKS, benchmark, format_result
+from digit_detectron.data import DatasetError
+from digit_detectron.data.image_io import ImageReadError
 from digit_detectron.utils.io import atomic_write_json
 
 
-def main():
+def get_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config-file", required=True)
-    parser.add_argument("--task", choices=["train", "inference"], default="train")
+    parser.add_argument("--task", choices=TASKS, default="train")
     parser.add_argument("--images", type=int, default=64, help="images timed (after warm-up)")
-    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: SOLVER.IMS_PER_BATCH for train, else 8")
+    parser.add_argument("--warmup", type=int, default=2, help="batches run before timing (default 2)")
     parser.add_argument("--dataset", default=None, help="registered dataset (default: the config's)")
+    parser.add_argument("--dataset-root", default=None, help="register digits_{train,valid,test} under this root first")
+    parser.add_argument(
+        "--order", choices=ORDERS, default="dataset",
+        help="'aspect' sorts the images by width/height before batching (less padding)",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", default=None, help="write the result as JSON here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
-    args = parser.parse_args()
+    return parser
+
+
+def main(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.dataset_root:
+        register_digits(args.dataset_root)
     cfg = get_digit_cfg(args.config_file, args.opts)
-    result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size)
+    result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size, args.warmup, args.order)
     result["config"] = args.config_file
-    print(tabulate([(k, round(v, 3) if isinstance(v, float) else v) for k, v in result.items()], tablefmt="github"))
+    result["opts"] = args.opts
+    print(format_result(result))
     if args.output:
         atomic_write_json(args.output, result, indent=2)
         print(f"Wrote {args.output}")
     else:
         print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main(get_parser().parse_args())
+    except (DatasetError, ImageReadError, FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
