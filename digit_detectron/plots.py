@@ -237,8 +237,42 @@ def plot_time(metrics, path, iters_per_epoch=None):
     return _save(fig, [ax_iter, ax_wall], path, metrics, iters_per_epoch)
 
 
+def training_minutes(metrics):
+    """
+    ``(iterations, minutes, label)``: the logged ``wall_minutes``, else (older runs) the sum of the
+    logged iteration times, which leaves out evaluation.
+    """
+    its, minutes = series(metrics, "wall_minutes")
+    if len(its):
+        return its, minutes, "minutes since training started"
+    its, sec = series(metrics, "time")
+    steps = np.diff(np.concatenate([[-1.0], its]))
+    return its, np.cumsum(steps * sec) / 60, "minutes of training (sum of iteration times, evaluation excluded)"
+
+
+def plot_learning_curve(metrics, path, iters_per_epoch=None):
+    """Validation AP, AP50 and number accuracy against minutes of training."""
+    its, minutes, xlabel = training_minutes(metrics)
+    if not len(its) or not len(series(metrics, "bbox/AP")[0]):
+        return None
+    fig, (ax,) = _new_figure(1, "Learning curve")
+    for key, label in (("bbox/AP", "mAP@[.5:.95]"), ("bbox/AP50", "AP50"), ("number/accuracy", "number accuracy %")):
+        eval_its, values = series(metrics, key)
+        if len(values):
+            ax.plot(np.interp(eval_its, its, minutes), values, marker="o", label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 100)
+    ax.set_xlim(left=0)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=DPI)
+    return path
+
+
 PLOTS = {"loss.png": plot_losses, "schedule.png": plot_schedule, "validation.png": plot_validation,
-         "time.png": plot_time}
+         "time.png": plot_time, "learning_curve.png": plot_learning_curve}
 
 
 def plot_metrics(metrics_json, out_dir, iters_per_epoch=None):

@@ -8,7 +8,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_detectron.plots import DPI, FIGSIZE, MetricsError, iters_per_epoch_from, plot_metrics, read_metrics, series
+from digit_detectron.plots import (
+    DPI,
+    FIGSIZE,
+    MetricsError,
+    iters_per_epoch_from,
+    plot_learning_curve,
+    plot_metrics,
+    read_metrics,
+    series,
+    training_minutes,
+)
 
 from conftest import REPO_ROOT
 
@@ -103,7 +113,9 @@ def test_resumed_run_keeps_the_last_values(metrics_json):
 def test_plot_metrics_writes_every_plot(metrics_json, tmp_path):
     out = tmp_path / "plots"
     pngs = plot_metrics(str(metrics_json), str(out))
-    assert [os.path.basename(p) for p in pngs] == ["loss.png", "schedule.png", "validation.png", "time.png"]
+    assert [os.path.basename(p) for p in pngs] == [
+        "loss.png", "schedule.png", "validation.png", "time.png", "learning_curve.png"
+    ]
     for path in pngs:
         assert_png(path)
     assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in pngs)  # no temp file left
@@ -143,7 +155,7 @@ def test_cli_on_an_output_dir(metrics_json, capsys):
     pngs = tool.main(tool.argument_parser().parse_args([out_dir, "--iters-per-epoch", "25"]))
     printed = capsys.readouterr().out
     assert os.path.join(out_dir, "plots") in printed
-    assert len(pngs) == 4 and all(p in printed for p in pngs)
+    assert len(pngs) == 5 and all(p in printed for p in pngs)
     for path in pngs:
         assert_png(path)
 
@@ -165,3 +177,14 @@ def test_smoothing_is_a_debiased_average():
     # Long runs are smoothed over more points: noise around a constant shrinks.
     noise = np.random.default_rng(0).normal(1.0, 0.5, size=5000)
     assert np.std(smooth(noise)[1000:]) < 0.1 < np.std(smooth(noise, span=4)[1000:])
+
+
+def test_learning_curve_uses_logged_wall_minutes(tmp_path):
+    lines = [{"iteration": i, "total_loss": 1.0, "time": 1.0, "wall_minutes": 0.5 * i} for i in range(10)]
+    lines += [{"iteration": 4, "bbox/AP": 10.0, "number/accuracy": 5.0}, {"iteration": 9, "bbox/AP": 30.0}]
+    path = tmp_path / "metrics.json"
+    path.write_text("\n".join(json.dumps(r) for r in lines))
+    metrics = read_metrics(str(path))
+    its, minutes, label = training_minutes(metrics)
+    assert list(minutes) == [0.5 * i for i in range(10)] and label == "minutes since training started"
+    assert_png(plot_learning_curve(metrics, str(tmp_path / "curve.png")))

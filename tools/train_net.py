@@ -7,11 +7,16 @@ Train or evaluate a digit detector, the detectron2 way::
     python tools/train_net.py --config-file configs/digits_cpu.yaml --resume
     python tools/train_net.py --config-file configs/digits_cpu.yaml --num-gpus 2   # 2 processes (gloo on CPU)
 """
+import sys
+
+from detectron2.data.detection_utils import SizeMismatchError
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from digit_detectron import get_digit_cfg
+from digit_detectron.checkpoint import CheckpointError
+from digit_detectron.data import DatasetError, ImageReadError
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.pretrain import maybe_pretrain
 
@@ -41,11 +46,14 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (DatasetError, ImageReadError, SizeMismatchError, CheckpointError) as e:
+        sys.exit(f"error: {e}")  # bad input: the message names the file; no library traceback

@@ -1,6 +1,7 @@
 """Training hooks of DigitTrainer."""
 import logging
 import os
+import time
 
 from detectron2.engine import HookBase
 from detectron2.utils import comm
@@ -15,10 +16,17 @@ def _unwrap(model):
 
 
 class EpochHook(HookBase):
-    """Log the epoch every iteration and tell modules with ``set_epoch`` (the ROI heads) which it is."""
+    """
+    Log the epoch and the wall time every iteration, and tell modules with ``set_epoch`` (the ROI
+    heads) which epoch it is.
+    """
 
     def __init__(self, iters_per_epoch):
         self.iters_per_epoch = iters_per_epoch
+        self._start = None
+
+    def before_train(self):
+        self._start = time.perf_counter()
 
     def before_step(self):
         epoch = epoch_of_iteration(self.trainer.iter, self.iters_per_epoch)
@@ -26,7 +34,10 @@ class EpochHook(HookBase):
         for module in model.modules():
             if module is not model and hasattr(module, "set_epoch"):
                 module.set_epoch(epoch)
-        self.trainer.storage.put_scalar("epoch", self.trainer.iter / self.iters_per_epoch, smoothing_hint=False)
+        storage = self.trainer.storage
+        storage.put_scalar("epoch", self.trainer.iter / self.iters_per_epoch, smoothing_hint=False)
+        # Minutes since this process started training (evaluation included), for learning curves.
+        storage.put_scalar("wall_minutes", (time.perf_counter() - self._start) / 60, smoothing_hint=False)
 
 
 class PlotMetricsHook(HookBase):
