@@ -32,6 +32,7 @@ from torchvision.transforms.functional import to_tensor
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from detectron2.data import DatasetCatalog  # noqa: E402
+from detectron2.utils.env import seed_all_rng  # noqa: E402
 
 from digit_detectron.benchmark import (  # noqa: E402
     format_result,
@@ -120,8 +121,9 @@ def make_inference_step(model):
 
 
 def benchmark_reference(dataset_dicts, task="train", num_images=8, batch_size=8, warmup=1,
-                        min_size=800, max_size=1333, dataset_name="dataset"):
+                        min_size=800, max_size=1333, dataset_name="dataset", seed=0):
     """Time the reference pipeline like ``digit_detectron.benchmark.benchmark`` times a config."""
+    seed_all_rng(seed)
     is_train = task == "train"
     total = max(num_images, batch_size) + warmup * batch_size
     dicts = select_images(dataset_dicts, total, is_train, dataset_name=dataset_name)
@@ -140,6 +142,7 @@ def benchmark_reference(dataset_dicts, task="train", num_images=8, batch_size=8,
     return {
         "task": task,
         "dataset": dataset_name,
+        "seed": seed,
         **timing_summary(batch_size, wall, cpu, statistics.median(load_times)),
         "padding_fraction": padding_fraction(resized, model.transform.size_divisible),
         "input_size_median": [statistics.median(im.shape[i] for b in resized for im in b) for i in (1, 2)],
@@ -158,6 +161,7 @@ def get_parser():
     parser.add_argument("--warmup", type=int, default=1, help="batches run before timing (default 1)")
     parser.add_argument("--min-size", type=int, default=800, help="resize short side (reference: 800)")
     parser.add_argument("--max-size", type=int, default=1333, help="resize long side cap (reference: 1333)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the model init")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", default=None, help="write the result as JSON here")
     return parser
@@ -171,7 +175,7 @@ def main(args):
     name = f"{DATASET_PREFIX}_{split}"
     result = benchmark_reference(
         DatasetCatalog.get(name), args.task, args.images, args.batch_size, args.warmup,
-        args.min_size, args.max_size, dataset_name=name,
+        args.min_size, args.max_size, dataset_name=name, seed=args.seed,
     )
     result.update(config="torchvision fasterrcnn_resnet50_fpn_v2 (reference)", min_size=args.min_size,
                   max_size=args.max_size)

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from .data import DigitDatasetMapper
@@ -145,7 +146,7 @@ def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=None, warmup=2, order="dataset"):
+def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=None, warmup=2, order="dataset", seed=0):
     """
     Time ``task`` on ``num_images`` images after ``warmup`` batches:
 
@@ -154,6 +155,7 @@ def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=No
     * "predict": ``DigitPredictor.predict_files`` per batch of files, i.e. decode included. An empty
       MODEL.WEIGHTS times a randomly initialised model (saved to a temporary checkpoint).
 
+    ``seed`` fixes the random augmentations (train scales decide the padding) and the model's init.
     The data path is timed separately per image: ``decode_s_per_image`` (read_image) and
     ``data_s_per_image`` (the whole mapper: decode, augmentations, boxes). Returns a dict of medians,
     images/s, the padding share of the batches, peak RSS and the machine.
@@ -166,6 +168,7 @@ def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=No
     total = max(num_images, batch_size) + warmup * batch_size
     dicts = select_images(DatasetCatalog.get(dataset_name), total, is_train, order, dataset_name)
 
+    seed_all_rng(seed)
     mapper = DigitDatasetMapper(cfg, is_train=is_train)
     decode_s = _median_seconds(lambda d: read_image(d["file_name"], cfg.INPUT.FORMAT), dicts)
     items = []
@@ -190,6 +193,7 @@ def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=No
         "task": task,
         "dataset": dataset_name,
         "order": order,
+        "seed": seed,
         **timing_summary(batch_size, wall, cpu, None if task == "predict" else data_s),
         "decode_s_per_image": decode_s,
         "padding_fraction": padding_fraction(image_batches, model.backbone.size_divisibility),

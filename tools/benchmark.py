@@ -37,6 +37,7 @@ def get_parser():
         "--order", choices=ORDERS, default="dataset",
         help="'aspect' sorts the images by width/height before batching (less padding)",
     )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations and the model init")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", default=None, help="write the result as JSON here")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
@@ -49,7 +50,7 @@ def main(args):
     if args.dataset_root:
         register_digits(args.dataset_root)
     cfg = get_digit_cfg(args.config_file, args.opts)
-    result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size, args.warmup, args.order)
+    result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size, args.warmup, args.order, args.seed)
     result["config"] = args.config_file
     result["opts"] = args.opts
     print(format_result(result))
