@@ -93,12 +93,16 @@ def apply_test_mode(cfg):
 
 
 def get_digit_cfg(config_file=None, opts=()):
-    """detectron2's default config with the digit keys, merged with ``config_file`` and ``opts``."""
+    """
+    detectron2's default config with the digit keys, merged with ``config_file`` (a path, or a list
+    of paths merged in order, e.g. a model config then tools/tune_reader.py's thresholds) and ``opts``.
+    """
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
     add_digit_config(cfg)
-    if config_file:
-        cfg.merge_from_file(config_file)
+    for path in [config_file] if isinstance(config_file, str) else (config_file or []):
+        if path:
+            cfg.merge_from_file(path)
     cfg.merge_from_list(list(opts))
     return cfg

@@ -58,10 +58,7 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = get_digit_cfg(args.config_file[0], ())
-    for extra in args.config_file[1:]:
-        cfg.merge_from_file(extra)
-    cfg.merge_from_list(args.opts)
+    cfg = get_digit_cfg(args.config_file, args.opts)
     if args.test_mode:
         apply_test_mode(cfg)
         cfg.DIGITS.PRED_JSON_SCORE_THRESH = cfg.DIGITS.TEST_MODE.SCORE_THRESH

@@ -62,10 +62,7 @@ def get_parser():
 def main(args):
     setup_logger()
     setup_logger(name="digit_detectron")
-    cfg = get_digit_cfg(args.config_file[0], ())
-    for extra in args.config_file[1:]:
-        cfg.merge_from_file(extra)
-    cfg.merge_from_list(args.opts)
+    cfg = get_digit_cfg(args.config_file, args.opts)
     cfg.freeze()
     result = reader_tuning.tune(
         cfg, args.dataset, args.score_threshs, args.nms_threshs, args.pred_json_threshs, args.max_rungs, args.batch_size

@@ -26,7 +26,10 @@ from digit_detectron.visualization import FilePredictions, ModelPredictions, dat
 
 def argument_parser():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config-file", default="", metavar="FILE", help="model config (needed to run a model)")
+    parser.add_argument(
+        "--config-file", action="append", default=[], metavar="FILE",
+        help="model config (needed to run a model); repeat to merge more, e.g. reader_thresholds.yaml",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="image folder or glob (no ground truth)")
     source.add_argument("--dataset", help="registered dataset, e.g. digits_valid (ground truth drawn too)")
