@@ -80,4 +80,5 @@ def tiny_model_opts(output_dir):
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
         "SOLVER.IMS_PER_BATCH", "2",
         "DATALOADER.NUM_WORKERS", "0",
+        "DIGITS.PRETRAIN.ENABLED", "False",  # tests that pre-train say so
     ]

@@ -36,7 +36,7 @@ def trained(tmp_path_factory):
     out = tmp / "out"
     log = run_train_net(
         root, *tiny_model_opts(out), "SOLVER.IMS_PER_BATCH", "4", "SOLVER.EPOCHS", "4", "SOLVER.WARMUP_ITERS", "0",
-        "DIGITS.PLOT_AT_END", "False",
+        "TEST.EVAL_PERIOD", "-1", "DIGITS.PLOT_AT_END", "False",
     )
     return root, out, log
 

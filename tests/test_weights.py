@@ -316,7 +316,10 @@ def small_model(tmp_path, *opts, seed=0):
 
 
 def test_class_count_mismatch_reinitialises_the_heads(tmp_path):
-    three_ratios = ["MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]"]
+    three_ratios = [  # one size per level x three ratios: 3 anchors per location
+        "MODEL.ANCHOR_GENERATOR.SIZES", "[[16], [24], [32], [48], [64]]",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
+    ]
     five = small_model(tmp_path, "MODEL.ROI_HEADS.NUM_CLASSES", "5", *three_ratios, seed=1)
     DigitCheckpointer(five, str(tmp_path)).save("five_classes")
     ten = small_model(tmp_path, seed=2)  # 10 classes, 4 anchors per location
