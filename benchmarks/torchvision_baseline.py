@@ -15,7 +15,6 @@ with PIL and converted with ``to_tensor``. Every training step also runs the mod
 the batch without gradients and adds an IoU term computed from those predictions to the loss.
 """
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -35,17 +34,16 @@ from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 
 from digit_detectron.benchmark import (  # noqa: E402
-    format_result,
     machine_info,
     padding_fraction,
     peak_rss_mb,
+    report,
     select_images,
     time_steps,
     timing_summary,
 )
 from digit_detectron.data import DatasetError, register_digits  # noqa: E402
 from digit_detectron.data.image_io import ImageReadError  # noqa: E402
-from digit_detectron.utils.io import atomic_write_json  # noqa: E402
 
 ANCHOR_SIZES = ((4,), (8,), (12,), (24,), (48,))
 ASPECT_RATIOS = ((0.5, 1.0, 1.5, 2.0),) * len(ANCHOR_SIZES)
@@ -179,12 +177,7 @@ def main(args):
     )
     result.update(config="torchvision fasterrcnn_resnet50_fpn_v2 (reference)", min_size=args.min_size,
                   max_size=args.max_size)
-    print(format_result(result))
-    if args.output:
-        atomic_write_json(args.output, result, indent=2)
-        print(f"Wrote {args.output}")
-    else:
-        print(json.dumps(result))
+    report(result, args.output)
     return result
 
 

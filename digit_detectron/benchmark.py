@@ -2,6 +2,7 @@
 Training / inference throughput of a config on this machine, and the timing helpers that
 ``benchmarks/torchvision_baseline.py`` shares so that both measure the same way on the same images.
 """
+import json
 import os
 import platform
 import resource
@@ -23,6 +24,7 @@ from detectron2.utils.events import EventStorage
 from .data import DigitDatasetMapper
 from .data.image_io import ImageReadError, read_image
 from .predictor import DigitPredictor
+from .utils.io import atomic_write_json
 
 TASKS = ("train", "inference", "predict")
 ORDERS = ("dataset", "aspect")
@@ -54,6 +56,16 @@ def format_result(result):
     """A benchmark result as a two-column (github markdown) table."""
     rows = [(k, round(v, 4) if isinstance(v, float) else v) for k, v in result.items()]
     return tabulate(rows, tablefmt="github")
+
+
+def report(result, output=None):
+    """Print ``result`` as a table, then write it as JSON to ``output`` (atomically) or print the JSON."""
+    print(format_result(result))
+    if output:
+        atomic_write_json(output, result, indent=2)
+        print(f"Wrote {output}")
+    else:
+        print(json.dumps(result))
 
 
 def select_images(dataset_dicts, num_images, is_train, order="dataset", dataset_name="dataset"):

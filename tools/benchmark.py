@@ -12,16 +12,14 @@ mapper beforehand; "predict" (DigitPredictor on files: decode, resize, model, po
 MODEL.WEIGHTS times a randomly initialised model: speed does not depend on the weights.
 """
 import argparse
-import json
 import sys
 
 import torch
 
 from digit_detectron import get_digit_cfg, register_digits
-from digit_detectron.benchmark import ORDERS, TASKS, benchmark, format_result
+from digit_detectron.benchmark import ORDERS, TASKS, benchmark, report
 from digit_detectron.data import DatasetError
 from digit_detectron.data.image_io import ImageReadError
-from digit_detectron.utils.io import atomic_write_json
 
 
 def get_parser():
@@ -53,12 +51,7 @@ def main(args):
     result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size, args.warmup, args.order, args.seed)
     result["config"] = args.config_file
     result["opts"] = args.opts
-    print(format_result(result))
-    if args.output:
-        atomic_write_json(args.output, result, indent=2)
-        print(f"Wrote {args.output}")
-    else:
-        print(json.dumps(result))
+    report(result, args.output)
     return result
 
 
