@@ -36,7 +36,7 @@ def summarize_ablation(runs, out_dir, title="Ablation"):
     os.makedirs(out_dir, exist_ok=True)
     md_path = os.path.join(out_dir, "ablation.md")
     with atomic_open(md_path) as f:
-        f.write(f"# {title}\n\nLast evaluation of each run (COCO metrics in percent, number accuracy as a fraction).\n\n")
+        f.write(f"# {title}\n\nLast evaluation of each run (COCO metrics and number accuracy in percent).\n\n")
         f.write("\n".join(rows) + "\n")
 
     fig = Figure(figsize=(16, 8), dpi=100)
