@@ -31,6 +31,7 @@ INSTALL_REQUIRES = [
     "setuptools<81",  # detectron2.model_zoo imports pkg_resources
     # Data tools.
     "h5py>=3.8,<4",
+    "PyYAML>=5.1,<7",
 ]
 
 setup(

@@ -46,6 +46,14 @@ def add_digit_config(cfg):
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_STEP = 0.05
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_MAX = 0.5
 
+    # build_torchvision_fpn_backbone: a torchvision classification network (random init unless
+    # WEIGHTS names a torchvision state dict file) as the bottom-up backbone, stages res2..res5.
+    _C.MODEL.TORCHVISION_BACKBONE = CN()
+    # A torchvision.models builder: mobilenet_v3_large, mobilenet_v3_small, regnet_x_400mf, ...
+    _C.MODEL.TORCHVISION_BACKBONE.ARCH = "mobilenet_v3_large"
+    _C.MODEL.TORCHVISION_BACKBONE.OUT_FEATURES = ["res2", "res3", "res4", "res5"]
+    _C.MODEL.TORCHVISION_BACKBONE.WEIGHTS = ""
+
     _C.DIGITS = CN()
     # Training iterations per epoch; 0: derived from the train set size and SOLVER.IMS_PER_BATCH.
     _C.DIGITS.ITERS_PER_EPOCH = 0

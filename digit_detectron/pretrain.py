@@ -173,7 +173,7 @@ def pretrain_cache_path(cfg, dataset_names):
         [(d["file_name"], [a["bbox"] + [a["category_id"]] for a in d.get("annotations", [])]) for d in DatasetCatalog.get(n)]
         for n in dataset_names
     ]
-    settings = [cfg.MODEL.BACKBONE.NAME, cfg.MODEL.RESNETS.dump(), cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
+    settings = [cfg.MODEL.BACKBONE.NAME, cfg.MODEL.RESNETS.dump(), cfg.MODEL.TORCHVISION_BACKBONE.dump(), cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
                 cfg.INPUT.FORMAT, p.STEPS, p.BATCH_SIZE, p.LR, p.CROP_SIZE, p.MAX_IMAGES, cfg.SEED]
     digest = hashlib.sha1(json.dumps([settings, data], default=str).encode()).hexdigest()[:12]
     return os.path.join(p.CACHE_DIR, f"backbone_pretrain_{digest}.pth")

@@ -1,10 +1,19 @@
-"""The ablation summary on metrics files the test writes."""
+"""The ablation summary on metrics files the test writes; experiments files and tools/run_experiments.py."""
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from digit_detectron.ablation import summarize_ablation
+from digit_detectron.ablation import load_experiments, summarize_ablation
+
+from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
+RUN_EXPERIMENTS = os.path.join(REPO_ROOT, "tools", "run_experiments.py")
 
 
 def _write_metrics(path, aps):
@@ -25,8 +34,92 @@ def test_summary_table_and_figure(tmp_path):
     diou_row = next(line for line in lines if line.startswith("| diou |"))
     # Last evaluation: AP, AP50, ..., AR100, accuracy; then the best AP and its iteration.
     assert none_row.split("|")[2].strip() == "25.00" and none_row.split("|")[3].strip() == "45.00"
-    assert none_row.rstrip("| ").endswith("30.00 (19)")
+    assert none_row.split("|")[-5].strip() == "30.00 (19)"
+    assert none_row.rstrip("| ").endswith("- | - | -")  # no config.yaml, step times or speeds in these files
     assert diou_row.split("|")[2].strip() == "20.00" and "0.20" in diou_row
     img = Image.open(png)
     assert img.size == (1600, 800)
     assert np.asarray(img.convert("L")).std() > 5
+
+
+def test_cost_columns_from_step_times_speed_and_config(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    with open(run / "metrics.json", "w") as f:
+        for it, t in enumerate([2.0, 0.5, 0.5, 0.4, 0.6]):
+            f.write(json.dumps({"iteration": it, "total_loss": 1.0, "time": t, "wall_minutes": it / 10}) + "\n")
+        f.write(json.dumps({"iteration": 4, "bbox/AP": 10.0, "speed/images_per_s": 42.5}) + "\n")
+    (run / "config.yaml").write_text("SOLVER:\n  IMS_PER_BATCH: 16\n")
+    md, _ = summarize_ablation({"r": run / "metrics.json"}, tmp_path / "out")
+    row = next(line for line in open(md).read().splitlines() if line.startswith("| r |"))
+    # 16 images / median step time 0.5 s; the last evaluation's images/s; minutes at the last iteration.
+    assert [c.strip() for c in row.split("|")[-4:-1]] == ["32.00", "42.50", "0.40"]
+
+
+def _write_experiments(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_experiments_file_gives_each_run_its_config_and_opts(tmp_path):
+    path = _write_experiments(tmp_path / "e.yaml", """
+title: lr sweep
+config_file: configs/a.yaml
+opts: [SOLVER.MAX_ITER, 10]
+runs:
+  base: []
+  fast: [SOLVER.BASE_LR, 0.01]
+  other: {config_file: configs/b.yaml, opts: [SEED, 1]}
+""")
+    title, runs = load_experiments(path)
+    assert title == "lr sweep"
+    assert runs == {
+        "base": ("configs/a.yaml", ["SOLVER.MAX_ITER", "10"]),
+        "fast": ("configs/a.yaml", ["SOLVER.MAX_ITER", "10", "SOLVER.BASE_LR", "0.01"]),
+        "other": ("configs/b.yaml", ["SOLVER.MAX_ITER", "10", "SEED", "1"]),
+    }
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("runs: {}", "non-empty 'runs'"),
+        ("runs: {a: [SEED]}\nconfig_file: x.yaml", "run 'a' has an odd number of opts"),
+        ("runs: {a: []}", "run 'a' has no config_file"),
+        ("runs: {a: 3}\nconfig_file: x.yaml", "run 'a' must be a list of opts"),
+        ("runs: [a", "not valid YAML"),
+    ],
+)
+def test_bad_experiments_file_names_file_and_problem(tmp_path, text, problem):
+    path = _write_experiments(tmp_path / "bad.yaml", text)
+    with pytest.raises(ValueError, match=problem) as e:
+        load_experiments(path)
+    assert str(e.value).startswith(path)
+
+
+def test_run_experiments_trains_tabulates_and_keeps_finished_runs(tmp_path):
+    root = write_digit_dataset(tmp_path / "digits", counts=(4, 2, 1))
+    opts = tiny_model_opts("unused")[2:] + ["SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "2", "SOLVER.WARMUP_ITERS", "0",
+                                            "DIGITS.PLOT_AT_END", "False"]
+    path = _write_experiments(tmp_path / "e.yaml", (
+        f"title: tiny\nconfig_file: {CONFIG}\nopts: {json.dumps(opts)}\n"
+        "runs:\n  adamw: []\n  sgd: [SOLVER.OPTIMIZER, SGD, SOLVER.BASE_LR, 0.01]\n"
+    ))
+    out = tmp_path / "out"
+    cmd = [sys.executable, RUN_EXPERIMENTS, path, "--output-dir", str(out)]
+    env = dict(os.environ, DIGITS_DATASET_ROOT=root)
+    proc = subprocess.run(cmd + ["--only", "sgd"], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert os.path.isfile(out / "sgd" / "model_final.pth") and not os.path.exists(out / "adamw")
+    with open(out / "sgd" / "config.yaml") as f:
+        assert "OPTIMIZER: SGD" in f.read()
+    row = next(line for line in open(out / "ablation.md").read().splitlines() if line.startswith("| sgd |"))
+    train_ips, eval_ips, minutes = (float(c) for c in row.split("|")[-4:-1])
+    assert train_ips > 0 and eval_ips > 0 and minutes > 0
+    assert os.path.isfile(out / "ablation.png")
+
+    again = subprocess.run(cmd + ["--only", "sgd"], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
+    assert again.returncode == 0 and "finished earlier" in again.stdout
+
+    unknown = subprocess.run(cmd + ["--only", "lamb"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert unknown.returncode != 0 and "no run named lamb" in unknown.stderr

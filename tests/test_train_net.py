@@ -50,6 +50,7 @@ def test_train_evaluates_every_epoch_and_keeps_best(trained):
     assert [m["iteration"] for m in evals] == [1, 3, 5, 8]
     assert all("number/accuracy" in m and 0.0 <= m["number/accuracy"] <= 100.0 for m in evals)
     assert all("bbox/AR100" in m for m in evals)
+    assert all(m["speed/images_per_s"] > 0 for m in evals)
     train_lines = [m for m in metrics if "total_loss" in m]
     assert train_lines and all("epoch" in m for m in train_lines)
     assert [m["epoch"] for m in train_lines if m["iteration"] in (0, 2, 7)] == [0.0, 1.0, 3.5]

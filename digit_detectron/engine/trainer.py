@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 class DigitTrainer(DefaultTrainer):
     """
     DefaultTrainer with: AdamW or SGD (SOLVER.OPTIMIZER); the digit mapper (no flips, colour jitter,
-    blur); COCOEvaluator (+ AR) + NumberAccuracyEvaluator; epoch, best-checkpoint and plot hooks; DDP that
+    blur); COCOEvaluator (+ AR) + NumberAccuracyEvaluator + images/s; epoch, best-checkpoint and plot hooks; DDP that
     also runs on CPU (gloo); a clear error for a non-finite loss.
     """
 
@@ -83,12 +83,14 @@ class DigitTrainer(DefaultTrainer):
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         from ..evaluation import NumberAccuracyEvaluator
         from ..evaluation.coco_recall import COCOEvaluatorWithRecall
+        from ..evaluation.inference_speed import InferenceSpeedEvaluator
 
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return DatasetEvaluators(
             [
                 COCOEvaluatorWithRecall(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
                 NumberAccuracyEvaluator(dataset_name, cfg),
+                InferenceSpeedEvaluator(),
             ]
         )
 

@@ -1,3 +1,7 @@
-"""Model parts of digit_detectron; importing registers ``DigitROIHeads`` in ROI_HEADS_REGISTRY."""
+"""
+Model parts of digit_detectron; importing registers ``DigitROIHeads`` (ROI_HEADS_REGISTRY) and the
+torchvision backbones (BACKBONE_REGISTRY).
+"""
 from .iou_loss import IOU_LOSS_TYPES, box_iou_loss, epoch_of_iteration, iou_loss_lambda
 from .roi_heads import DigitFastRCNNOutputLayers, DigitROIHeads
+from .torchvision_backbone import TorchvisionBackbone, build_torchvision_backbone, build_torchvision_fpn_backbone

@@ -1,0 +1,59 @@
+#!/usr/bin/env python
+"""
+Train every run of an experiments file (see ``digit_detectron.ablation.load_experiments``) on the same
+data, then write a table (AP, accuracy, images/s, minutes) and a figure comparing them::
+
+    python tools/run_experiments.py benchmarks/recipe_candidates.yaml --output-dir output/recipe
+
+Runs go one after another (timings are comparable only on an otherwise idle machine). A finished run
+(``model_final.pth``) is kept; an interrupted one resumes from its last checkpoint.
+"""
+import argparse
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from digit_detectron.ablation import load_experiments, summarize_ablation  # noqa: E402
+
+TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiments", help="YAML file: title, config_file, opts, runs")
+    parser.add_argument("--output-dir", default="output/experiments")
+    parser.add_argument("--only", nargs="+", help="run (and tabulate) only these runs")
+    args = parser.parse_args()
+
+    try:
+        title, runs = load_experiments(args.experiments)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    if args.only:
+        unknown = sorted(set(args.only) - set(runs))
+        if unknown:
+            sys.exit(f"error: {args.experiments}: no run named {', '.join(unknown)} (runs: {', '.join(runs)})")
+        runs = {name: runs[name] for name in args.only}
+
+    metrics = {}
+    for i, (name, (config_file, opts)) in enumerate(runs.items(), 1):
+        out = os.path.join(args.output_dir, name)
+        metrics[name] = os.path.join(out, "metrics.json")
+        if os.path.isfile(os.path.join(out, "model_final.pth")):
+            print(f"[{i}/{len(runs)} {name}] finished earlier: {out}")
+            continue
+        cmd = [sys.executable, TRAIN_NET, "--config-file", config_file, *opts, "OUTPUT_DIR", out]
+        if os.path.isfile(os.path.join(out, "last_checkpoint")):
+            cmd.insert(2, "--resume")
+        print(f"[{i}/{len(runs)} {name}] training: {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True)
+    md, png = summarize_ablation(metrics, args.output_dir, title=title)
+    with open(md) as f:
+        print(f.read())
+    print(f"Table: {md}\nFigure: {png}")
+
+
+if __name__ == "__main__":
+    main()
