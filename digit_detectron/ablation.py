@@ -2,6 +2,7 @@
 import math
 import os
 
+import matplotlib
 import numpy as np
 import yaml
 
@@ -42,7 +43,8 @@ def summarize_ablation(runs, out_dir, title="Ablation"):
     """
     ``runs``: {name: metrics.json path}. Writes ``out_dir/ablation.md`` (last evaluation of each run,
     its best AP, training and evaluation images/s and minutes) and ``out_dir/ablation.png`` (each
-    metric against iteration, a line per run). Returns both paths.
+    metric against iteration, or against images seen when the runs' batch sizes differ; a line per
+    run). Returns both paths.
     """
     metrics = {name: read_metrics(path) for name, path in runs.items()}
     cost_names = ("train img/s", "eval img/s", "minutes")
@@ -66,17 +68,22 @@ def summarize_ablation(runs, out_dir, title="Ablation"):
                 "from the median step time, eval img/s of the last evaluation, minutes of training incl. evaluations.\n\n")
         f.write("\n".join(rows) + "\n")
 
+    # Runs with different batch sizes are compared at equal images seen, others at equal iterations.
+    batches = {name: _batch_size(path) for name, path in runs.items()}
+    by_images = None not in batches.values() and len(set(batches.values())) > 1
+    colours = matplotlib.colormaps["tab20"].colors if len(metrics) > 10 else matplotlib.colormaps["tab10"].colors
     fig = Figure(figsize=(16, 8), dpi=100)
     axes = fig.subplots(2, 4).ravel()
     for ax, key in zip(axes, ABLATION_METRICS):
-        for name, m in metrics.items():
+        for i, (name, m) in enumerate(metrics.items()):
             its, values = series(m, key)
             if len(values):
-                ax.plot(its, values, marker="o", markersize=3, label=name)
+                x = (its + 1) * batches[name] if by_images else its
+                ax.plot(x, values, marker="o", markersize=3, label=name, color=colours[i % len(colours)])
         ax.set_title(key)
-        ax.set_xlabel("iteration")
+        ax.set_xlabel("images seen" if by_images else "iteration")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize="small")
     fig.suptitle(title)
     fig.tight_layout()
     png_path = os.path.join(out_dir, "ablation.png")

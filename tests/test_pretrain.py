@@ -2,6 +2,7 @@
 import os
 
 import numpy as np
+import pytest
 import torch
 
 from detectron2.data import DatasetCatalog
@@ -15,6 +16,7 @@ from digit_detectron.pretrain import BACKGROUND, extract_crops, maybe_pretrain, 
 from conftest import REPO_ROOT, tiny_model_opts
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
+R50_WARMSTART = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_digits_warmstart.yaml")
 
 
 def test_crops_hold_digits_and_background(digit_root):
@@ -32,9 +34,10 @@ def test_crops_hold_digits_and_background(digit_root):
     assert (centre[labels != BACKGROUND] > 150).mean() > 0.9
 
 
-def test_pretrained_checkpoint_fills_every_backbone_parameter(digit_root, tmp_path):
+@pytest.mark.parametrize("config", [CONFIG, R50_WARMSTART])
+def test_pretrained_checkpoint_fills_every_backbone_parameter(config, digit_root, tmp_path):
     register_digits(digit_root, "pt")
-    cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["DATASETS.TRAIN", "('pt_train',)"])
+    cfg = get_digit_cfg(config, tiny_model_opts(tmp_path) + ["DATASETS.TRAIN", "('pt_train',)"])
     path = str(tmp_path / "backbone.pth")
     summary = pretrain_backbone(cfg, ["pt_train"], path, steps=3, batch_size=8, crop_size=32)
     assert summary["crops"] > 0 and os.path.isfile(path)
@@ -67,3 +70,10 @@ def test_maybe_pretrain_caches_the_warm_start(digit_root, tmp_path):
     assert maybe_pretrain(changed) != path
     explicit = get_digit_cfg(CONFIG, opts + ["MODEL.WEIGHTS", "x.pth"])
     assert maybe_pretrain(explicit) is None and explicit.MODEL.WEIGHTS == "x.pth"
+
+
+def test_r50_warmstart_config_pretrains_instead_of_loading_imagenet_weights():
+    cfg = get_digit_cfg(R50_WARMSTART)
+    assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.WEIGHTS == ""
+    assert cfg.DIGITS.PRETRAIN.ENABLED and cfg.MODEL.RESNETS.NORM == "BN"
+    assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == get_digit_cfg(CONFIG).MODEL.ANCHOR_GENERATOR.SIZES

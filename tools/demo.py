@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-`make demo`: the whole job on the embedded synthetic data, on a CPU, in about half an hour.
+`make demo`: the whole job on the embedded synthetic data, on a CPU, in about 20 minutes (2 cores).
 
 1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present;
 2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation every epoch);
