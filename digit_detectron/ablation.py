@@ -1,6 +1,8 @@
 """Compare training runs that differ in one setting (e.g. the IoU loss type): a table and a figure."""
 import math
 import os
+import subprocess
+import sys
 
 import matplotlib
 import numpy as np
@@ -128,3 +130,24 @@ def load_experiments(path):
             raise ValueError(f"{path}: run {name!r} has an odd number of opts (KEY VALUE pairs expected)")
         runs[str(name)] = (config_file, opts)
     return str(spec.get("title", os.path.basename(str(path)))), runs
+
+
+def train_runs(runs, output_dir, train_net):
+    """
+    Train each run of ``runs`` ({name: (config_file, opts)}) into ``output_dir/name`` with the
+    ``train_net`` script, one after another. A finished run (``model_final.pth``) is kept; an
+    interrupted one resumes from its last checkpoint. Returns {name: metrics.json path}.
+    """
+    metrics = {}
+    for i, (name, (config_file, opts)) in enumerate(runs.items(), 1):
+        out = os.path.join(output_dir, name)
+        metrics[name] = os.path.join(out, "metrics.json")
+        if os.path.isfile(os.path.join(out, "model_final.pth")):
+            print(f"[{i}/{len(runs)} {name}] finished earlier: {out}")
+            continue
+        cmd = [sys.executable, train_net, "--config-file", config_file, *opts, "OUTPUT_DIR", out]
+        if os.path.isfile(os.path.join(out, "last_checkpoint")):
+            cmd.insert(2, "--resume")
+        print(f"[{i}/{len(runs)} {name}] training: {' '.join(cmd)}", flush=True)
+        subprocess.run(cmd, check=True)
+    return metrics

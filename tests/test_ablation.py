@@ -123,3 +123,21 @@ def test_run_experiments_trains_tabulates_and_keeps_finished_runs(tmp_path):
 
     unknown = subprocess.run(cmd + ["--only", "lamb"], env=env, capture_output=True, text=True, cwd=REPO_ROOT)
     assert unknown.returncode != 0 and "no run named lamb" in unknown.stderr
+
+
+def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
+    out = tmp_path / "ablation"
+    for loss_type, aps in (("none", [10.0, 20.0]), ("diou", [11.0, 22.0])):
+        (out / loss_type).mkdir(parents=True)
+        (out / loss_type / "model_final.pth").write_bytes(b"")  # finished: not trained again
+        _write_metrics(out / loss_type / "metrics.json", aps)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "ablate_loss.py"), "--config-file", CONFIG,
+         "--output-dir", str(out), "--types", "none", "diou"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished earlier") == 2
+    rows = {line.split("|")[1].strip(): line for line in open(out / "ablation.md").read().splitlines()
+            if line.startswith("| ")}
+    assert rows["none"].split("|")[2].strip() == "20.00" and rows["diou"].split("|")[2].strip() == "22.00"

@@ -17,6 +17,7 @@ from conftest import REPO_ROOT, tiny_model_opts
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 R50_WARMSTART = os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_digits_warmstart.yaml")
+MOBILENET = os.path.join(REPO_ROOT, "configs", "digits_cpu_mobilenet_v3.yaml")
 
 
 def test_crops_hold_digits_and_background(digit_root):
@@ -34,7 +35,7 @@ def test_crops_hold_digits_and_background(digit_root):
     assert (centre[labels != BACKGROUND] > 150).mean() > 0.9
 
 
-@pytest.mark.parametrize("config", [CONFIG, R50_WARMSTART])
+@pytest.mark.parametrize("config", [CONFIG, R50_WARMSTART, MOBILENET])
 def test_pretrained_checkpoint_fills_every_backbone_parameter(config, digit_root, tmp_path):
     register_digits(digit_root, "pt")
     cfg = get_digit_cfg(config, tiny_model_opts(tmp_path) + ["DATASETS.TRAIN", "('pt_train',)"])

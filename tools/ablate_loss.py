@@ -10,12 +10,11 @@ Finished runs are kept; an interrupted run resumes from its last checkpoint.
 """
 import argparse
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from digit_detectron.ablation import summarize_ablation  # noqa: E402
+from digit_detectron.ablation import summarize_ablation, train_runs  # noqa: E402
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -29,20 +28,12 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs for every run")
     args = parser.parse_args()
 
-    runs = {}
-    for loss_type in args.types:
-        out = os.path.join(args.output_dir, loss_type)
-        runs[loss_type] = os.path.join(out, "metrics.json")
-        if os.path.isfile(os.path.join(out, "model_final.pth")):
-            print(f"[{loss_type}] finished earlier: {out}")
-            continue
-        cmd = [sys.executable, TRAIN_NET, "--config-file", args.config_file, *args.opts,
-               "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", loss_type, "SEED", str(args.seed), "OUTPUT_DIR", out]
-        if os.path.isfile(os.path.join(out, "last_checkpoint")):
-            cmd.insert(2, "--resume")
-        print(f"[{loss_type}] training: {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True)
-    md, png = summarize_ablation(runs, args.output_dir, title=f"IoU loss ablation ({os.path.basename(args.config_file)})")
+    runs = {
+        loss_type: (args.config_file, [*args.opts, "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", loss_type, "SEED", str(args.seed)])
+        for loss_type in args.types
+    }
+    metrics = train_runs(runs, args.output_dir, TRAIN_NET)
+    md, png = summarize_ablation(metrics, args.output_dir, title=f"IoU loss ablation ({os.path.basename(args.config_file)})")
     with open(md) as f:
         print(f.read())
     print(f"Table: {md}\nFigure: {png}")

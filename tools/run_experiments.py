@@ -10,12 +10,11 @@ Runs go one after another (timings are comparable only on an otherwise idle mach
 """
 import argparse
 import os
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from digit_detectron.ablation import load_experiments, summarize_ablation  # noqa: E402
+from digit_detectron.ablation import load_experiments, summarize_ablation, train_runs  # noqa: E402
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 
@@ -37,18 +36,7 @@ def main():
             sys.exit(f"error: {args.experiments}: no run named {', '.join(unknown)} (runs: {', '.join(runs)})")
         runs = {name: runs[name] for name in args.only}
 
-    metrics = {}
-    for i, (name, (config_file, opts)) in enumerate(runs.items(), 1):
-        out = os.path.join(args.output_dir, name)
-        metrics[name] = os.path.join(out, "metrics.json")
-        if os.path.isfile(os.path.join(out, "model_final.pth")):
-            print(f"[{i}/{len(runs)} {name}] finished earlier: {out}")
-            continue
-        cmd = [sys.executable, TRAIN_NET, "--config-file", config_file, *opts, "OUTPUT_DIR", out]
-        if os.path.isfile(os.path.join(out, "last_checkpoint")):
-            cmd.insert(2, "--resume")
-        print(f"[{i}/{len(runs)} {name}] training: {' '.join(cmd)}", flush=True)
-        subprocess.run(cmd, check=True)
+    metrics = train_runs(runs, args.output_dir, TRAIN_NET)
     md, png = summarize_ablation(metrics, args.output_dir, title=title)
     with open(md) as f:
         print(f.read())
