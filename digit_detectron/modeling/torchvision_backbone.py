@@ -84,7 +84,6 @@ class TorchvisionBackbone(Backbone):
             if name not in self.stage_names:
                 raise ValueError(f"{arch} has no stage {name!r} (it has {self.stage_names})")
         self._out_features = list(out_features)
-        self.arch = arch
 
     def forward(self, x):
         x = self.stem(x)
