@@ -49,6 +49,7 @@ def summarize_ablation(runs, out_dir, title="Ablation"):
     run). Returns both paths.
     """
     metrics = {name: read_metrics(path) for name, path in runs.items()}
+    batches = {name: _batch_size(path) for name, path in runs.items()}
     cost_names = ("train img/s", "eval img/s", "minutes")
     rows = ["| run | " + " | ".join(m.split("/")[-1] for m in ABLATION_METRICS) + " | best AP (iter) | "
             + " | ".join(cost_names) + " |",
@@ -60,7 +61,7 @@ def summarize_ablation(runs, out_dir, title="Ablation"):
             last[key] = values[-1] if len(values) else None
         its, aps = series(m, "bbox/AP")
         best = f"{aps.max():.2f} ({int(its[aps.argmax()])})" if len(aps) else "-"
-        cost = _cost(m, _batch_size(runs[name]))
+        cost = _cost(m, batches[name])
         rows.append(f"| {name} | " + " | ".join(_fmt(last[k]) for k in ABLATION_METRICS) + f" | {best} | "
                     + " | ".join(_fmt(c) for c in cost) + " |")
     os.makedirs(out_dir, exist_ok=True)
@@ -71,7 +72,6 @@ def summarize_ablation(runs, out_dir, title="Ablation"):
         f.write("\n".join(rows) + "\n")
 
     # Runs with different batch sizes are compared at equal images seen, others at equal iterations.
-    batches = {name: _batch_size(path) for name, path in runs.items()}
     by_images = None not in batches.values() and len(set(batches.values())) > 1
     colours = matplotlib.colormaps["tab20"].colors if len(metrics) > 10 else matplotlib.colormaps["tab10"].colors
     fig = Figure(figsize=(16, 8), dpi=100)

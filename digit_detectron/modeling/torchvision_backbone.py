@@ -15,6 +15,8 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 
 STAGE_NAMES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
+# State-dict prefixes of the classifier heads, which the backbone does not use.
+_HEAD_PREFIXES = ("classifier.", "fc.")
 # Probe size for finding the stride of every layer; any multiple of 32 works.
 _PROBE = 64
 
@@ -44,9 +46,9 @@ class TorchvisionBackbone(Backbone):
         net = builder(weights=None)
         if weights:
             state = torch.load(weights, map_location="cpu", weights_only=True)
-            state = {k: v for k, v in state.items() if not k.startswith(("classifier.", "fc."))}
+            state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
             missing, unexpected = net.load_state_dict(state, strict=False)
-            missing = [k for k in missing if not k.startswith(("classifier.", "fc."))]
+            missing = [k for k in missing if not k.startswith(_HEAD_PREFIXES)]
             if missing or unexpected:
                 raise ValueError(
                     f"{weights}: not a torchvision {arch} state dict "
