@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from detectron2.data import DatasetCatalog  # noqa: E402
 from detectron2.utils.env import seed_all_rng  # noqa: E402
 
-from digit_detectron.benchmark import (  # noqa: E402
+from digit_detectron.analysis.benchmark import (  # noqa: E402
     machine_info,
     padding_fraction,
     peak_rss_mb,
@@ -120,7 +120,7 @@ def make_inference_step(model):
 
 def benchmark_reference(dataset_dicts, task="train", num_images=8, batch_size=8, warmup=1,
                         min_size=800, max_size=1333, dataset_name="dataset", seed=0):
-    """Time the reference pipeline like ``digit_detectron.benchmark.benchmark`` times a config."""
+    """Time the reference pipeline like ``digit_detectron.analysis.benchmark.benchmark`` times a config."""
     seed_all_rng(seed)
     is_train = task == "train"
     total = max(num_images, batch_size) + warmup * batch_size

@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from digit_detectron.data.datasets import DatasetError
-from digit_detectron.data.svhn import convert_svhn
+from digit_detectron.data.prepare.svhn import convert_svhn
 
 
 def main(argv=None):

@@ -10,11 +10,13 @@ import argparse
 import os
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from digit_detectron.data.datasets import DatasetError
+from digit_detectron.data.synthetic.generate import draw_sample_grid, generate_dataset
+from digit_detectron.data.synthetic.layout import PARAMETRIC
 
-from digit_detectron.data.datasets import DatasetError  # noqa: E402
-from digit_detectron.data.synthetic import draw_sample_grid, generate_dataset  # noqa: E402
-from digit_detectron.data.synthetic_layout import DEFAULT_GEOMETRY, PARAMETRIC  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The real SVHN box geometry shipped beside the repository (sizes and boxes, no pixels).
+DEFAULT_GEOMETRY = os.path.join(REPO_ROOT, "..", "shared", "svhn_geometry", "train.json")
 
 
 def main(argv=None):
@@ -35,6 +37,9 @@ def main(argv=None):
     parser.add_argument("--grid", metavar="PNG", help="also save a grid of train samples with their boxes")
     args = parser.parse_args(argv)
 
+    geometry = args.geometry
+    if geometry is None:
+        geometry = DEFAULT_GEOMETRY if os.path.isfile(DEFAULT_GEOMETRY) else PARAMETRIC
     try:
         summary = generate_dataset(
             args.root,
@@ -42,7 +47,7 @@ def main(argv=None):
             args.valid,
             args.test,
             seed=args.seed,
-            geometry=args.geometry,
+            geometry=geometry,
             workers=args.workers,
             overwrite=args.overwrite,
             progress=True,

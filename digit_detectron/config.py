@@ -64,7 +64,7 @@ def add_digit_config(cfg):
     _C.DIGITS.TEST_MODE.NMS_THRESH = 0.3
     # Lowest score written to pred.json: COCO AP rewards keeping low-score boxes.
     _C.DIGITS.PRED_JSON_SCORE_THRESH = 0.05
-    # Whole-number reader (digit_detectron.number_reader).
+    # Whole-number reader (digit_detectron.inference.number_reader).
     _C.DIGITS.READER = CN()
     # Score thresholds tried in order; the first that keeps at least one digit gives the number.
     _C.DIGITS.READER.SCORE_THRESHS = (0.7, 0.5, 0.3)
@@ -72,7 +72,7 @@ def add_digit_config(cfg):
     _C.DIGITS.READER.NMS_THRESH = 0.3
     # A reading with more digits keeps only the MAX_DIGITS highest-scoring ones.
     _C.DIGITS.READER.MAX_DIGITS = 6
-    # Warm start for from-scratch training (digit_detectron.pretrain): when MODEL.WEIGHTS is empty,
+    # Warm start for from-scratch training (digit_detectron.engine.pretrain): when MODEL.WEIGHTS is empty,
     # pre-train the bottom-up backbone as a digit classifier on crops of the train images, cache it
     # (keyed by backbone config, annotations and these settings) and start the detector from it.
     _C.DIGITS.PRETRAIN = CN()

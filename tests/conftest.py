@@ -7,6 +7,10 @@ import numpy as np
 import pytest
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Real SVHN box geometry beside the repository (no pixels); tests that need it skip without it.
+SVHN_GEOMETRY = os.path.join(REPO_ROOT, "..", "shared", "svhn_geometry", "train.json")
+# Layouts the synthetic generator draws from in tests: the real geometry when present, as make demo does.
+GEOMETRY = SVHN_GEOMETRY if os.path.isfile(SVHN_GEOMETRY) else "parametric"
 
 
 def draw_digits(rng, digits, height=48):
@@ -36,7 +40,7 @@ def draw_digits(rng, digits, height=48):
 
 
 def write_digit_dataset(root, counts=(8, 4, 3), seed=0, valid_name="valid"):
-    """Write ROOT/{train,<valid_name>,test}/*.png and train/<valid_name>.json; returns root."""
+    """Write ROOT/{train,<valid_name>,test}/*.png, ROOT/train.json and ROOT/<valid_name>.json; returns root."""
     rng = np.random.default_rng(seed)
     image_id = 1
     for split, n in zip(("train", valid_name, "test"), counts):

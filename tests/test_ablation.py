@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_detectron.ablation import load_experiments, summarize_ablation
+from digit_detectron.analysis.experiments import load_experiments, summarize_ablation
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 

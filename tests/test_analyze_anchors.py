@@ -1,4 +1,4 @@
-"""tools/analyze_anchors.py and digit_detectron.anchor_analysis on hand-made boxes with known answers."""
+"""tools/analyze_anchors.py and digit_detectron.analysis.anchors on hand-made boxes with known answers."""
 
 import importlib.util
 import json
@@ -13,7 +13,7 @@ import torch
 from detectron2.modeling import build_backbone
 from detectron2.structures import ImageList
 from digit_detectron import get_digit_cfg
-from digit_detectron.anchor_analysis import (
+from digit_detectron.analysis.anchors import (
     AnchorLayout,
     analyze_anchors,
     best_anchor_match,
@@ -22,10 +22,10 @@ from digit_detectron.anchor_analysis import (
 )
 from digit_detectron.data import load_digits_json
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import REPO_ROOT, SVHN_GEOMETRY
+
 
 CPU_CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
-SVHN_GEOMETRY = os.path.join(REPO_ROOT, "..", "shared", "svhn_geometry", "train.json")
 # One anchor size per level p2..p6 (strides 4..64), square plus two elongated ratios, offset 0.
 KNOWN_ANCHORS = [
     "MODEL.ANCHOR_GENERATOR.SIZES",

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from digit_detectron import get_digit_cfg, register_digits
-from digit_detectron.benchmark import benchmark, padding_fraction, select_images, time_steps
+from digit_detectron.analysis.benchmark import benchmark, padding_fraction, select_images, time_steps
 from digit_detectron.data.image_io import ImageReadError
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_detectron.data.dataset_check import ERROR, WARNING, check_dataset
+from digit_detectron.data.prepare.check import ERROR, WARNING, check_dataset
 
 from conftest import REPO_ROOT, write_digit_dataset
 

@@ -10,11 +10,10 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.number_reader import NumberReader, digits_to_number, is_column, read_number, reading_order
+from digit_detectron.inference.number_reader import NumberReader, digits_to_number, is_column, read_number, reading_order
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, SVHN_GEOMETRY
 
-SVHN_GEOMETRY = os.path.join(REPO_ROOT, "..", "shared", "svhn_geometry", "train.json")
 
 
 def digit_box(x, y=10, w=14, h=28):

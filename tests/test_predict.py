@@ -1,4 +1,4 @@
-"""tools/predict.py and digit_detectron.predictor on generated images with a randomly initialised model."""
+"""tools/predict.py and digit_detectron.inference.predictor on generated images with a randomly initialised model."""
 import csv
 import importlib.util
 import json
@@ -16,7 +16,7 @@ from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import DatasetError
-from digit_detectron.predictor import DigitPredictor, list_input_images
+from digit_detectron.inference.predictor import DigitPredictor, list_input_images
 
 from conftest import REPO_ROOT, draw_digits, tiny_model_opts
 

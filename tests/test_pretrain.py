@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 from digit_detectron import get_digit_cfg
 from digit_detectron.checkpoint import DigitCheckpointer
 from digit_detectron.data import register_digits
-from digit_detectron.pretrain import BACKGROUND, extract_crops, maybe_pretrain, pretrain_backbone
+from digit_detectron.engine.pretrain import BACKGROUND, extract_crops, maybe_pretrain, pretrain_backbone
 
 from conftest import REPO_ROOT, tiny_model_opts
 

@@ -20,7 +20,7 @@ from digit_detectron.evaluation.reader_tuning import (
     pred_json_aps,
     search_reader_thresholds,
 )
-from digit_detectron.number_reader import NumberReader
+from digit_detectron.inference.number_reader import NumberReader
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 

@@ -7,9 +7,9 @@ import os
 import subprocess
 import sys
 
-from digit_detectron.data.synthetic import generate_dataset
+from digit_detectron.data.synthetic.generate import generate_dataset
 
-from conftest import REPO_ROOT
+from conftest import GEOMETRY, REPO_ROOT
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
@@ -17,7 +17,7 @@ TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
 def test_short_recipe_run_improves_validation_ap_over_its_first_evaluation(tmp_path):
     root = str(tmp_path / "digits")
-    generate_dataset(root, num_train=64, num_valid=16, num_test=0, seed=3)
+    generate_dataset(root, num_train=64, num_valid=16, num_test=0, seed=3, geometry=GEOMETRY)
     out = tmp_path / "out"
     opts = [
         # The recipe as shipped, on a smaller budget: 80 iterations of 8 images, evaluated every 20.

@@ -16,9 +16,9 @@ from digit_detectron.modeling import (
     DigitFastRCNNOutputLayers,
     DigitROIHeads,
     box_iou_loss,
-    epoch_of_iteration,
     iou_loss_lambda,
 )
+from digit_detectron.engine.schedule import epoch_of_iteration
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-Digits-RCNN-FPN.yaml")

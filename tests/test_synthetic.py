@@ -9,15 +9,15 @@ import pytest
 
 from detectron2.data.datasets import load_coco_json
 
-from digit_detectron.data import synthetic_layout
 from digit_detectron.data.datasets import DatasetError, load_digits_json, load_digits_test
 from digit_detectron.data.image_io import read_image
-from digit_detectron.data.synthetic import SampleRenderer, generate_dataset
-from digit_detectron.data.synthetic_glyphs import GlyphBank
-from digit_detectron.data.synthetic_layout import PARAMETRIC, Layout, build_layout_sampler
-from digit_detectron.data.synthetic_render import INK_THRESHOLD, render_sample
+from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dataset
+from digit_detectron.data.synthetic.glyphs import GlyphBank
+from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
+from digit_detectron.data.synthetic.render import INK_THRESHOLD, render_sample
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import GEOMETRY, REPO_ROOT
+
 COUNTS = (6, 3, 3)
 
 
@@ -29,7 +29,7 @@ def glyphs():
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = str(tmp_path_factory.mktemp("synthetic") / "digits")
-    summary = generate_dataset(root, *COUNTS, seed=3)
+    summary = generate_dataset(root, *COUNTS, seed=3, geometry=GEOMETRY)
     return root, summary
 
 
@@ -46,7 +46,7 @@ def _files(root):
 def test_same_seed_same_bytes_any_workers(dataset, tmp_path):
     root, summary = dataset
     again = str(tmp_path / "again")
-    generate_dataset(again, *COUNTS, seed=3, workers=2)
+    generate_dataset(again, *COUNTS, seed=3, workers=2, geometry=GEOMETRY)
     first, second = _files(root), _files(again)
     assert sorted(first) == sorted(second)
     assert len(first) == sum(COUNTS) + 2  # images + train.json + valid.json
@@ -58,7 +58,7 @@ def test_same_seed_same_bytes_any_workers(dataset, tmp_path):
 def test_different_seed_different_data(dataset, tmp_path):
     root, _ = dataset
     other = str(tmp_path / "other")
-    generate_dataset(other, *COUNTS, seed=4)
+    generate_dataset(other, *COUNTS, seed=4, geometry=GEOMETRY)
     first, second = _files(root), _files(other)
     assert first["train.json"] != second["train.json"]
     differing = [n for n in first if n.endswith(".png") and first[n] != second.get(n)]
@@ -118,7 +118,7 @@ def test_files_match_the_rendered_samples(dataset, glyphs):
         assert [a["category_id"] for a in record["annotations"]] == sample.digits.tolist()
 
 
-@pytest.mark.parametrize("geometry", [None, PARAMETRIC])
+@pytest.mark.parametrize("geometry", [GEOMETRY, PARAMETRIC])
 def test_boxes_tight_around_visible_ink(glyphs, geometry):
     sampler = build_layout_sampler(geometry)
     contrasts = []
@@ -189,8 +189,7 @@ def test_geometry_file_sizes_and_layouts(tmp_path):
     assert seen == {(90, 40): [[20, 8, 12, 25]], (60, 30): [[18, 5, 10, 20], [30, 5, 9, 20]]}
 
 
-def test_parametric_fallback_when_geometry_file_absent(tmp_path, monkeypatch, glyphs):
-    monkeypatch.setattr(synthetic_layout, "DEFAULT_GEOMETRY", str(tmp_path / "missing.json"))
+def test_parametric_layouts_without_a_geometry_file(tmp_path, glyphs):
     sampler = build_layout_sampler(None)
     assert sampler.source == PARAMETRIC
     rng = np.random.default_rng(0)

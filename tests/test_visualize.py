@@ -1,4 +1,4 @@
-"""digit_detectron.visualization and tools/visualize.py on generated images, prediction files and a checkpoint."""
+"""digit_detectron.analysis.visualization and tools/visualize.py on generated images, prediction files and a checkpoint."""
 import csv
 import importlib.util
 import json
@@ -16,7 +16,7 @@ from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import read_image, register_digits
-from digit_detectron.visualization import (
+from digit_detectron.analysis.visualization import (
     BORDER, CAPTION_HEIGHT, GAP, MIN_PANEL_WIDTH, PANEL_HEIGHT, RIGHT_COLOR, UNKNOWN_COLOR, WRONG_COLOR,
     MAX_PANEL_WIDTH, draw_panel, ground_truth, make_grid, render_sample,
 )

@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from digit_detectron.ablation import summarize_ablation, train_runs  # noqa: E402
+from digit_detectron.analysis.experiments import summarize_ablation, train_runs  # noqa: E402
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 

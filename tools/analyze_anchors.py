@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.anchor_analysis import analyze_anchors, format_report
+from digit_detectron.analysis.anchors import analyze_anchors, format_report
 from digit_detectron.data import DatasetError, load_digits_json
 from digit_detectron.utils.io import atomic_write_json
 

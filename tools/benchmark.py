@@ -17,7 +17,7 @@ import sys
 import torch
 
 from digit_detectron import get_digit_cfg, register_digits
-from digit_detectron.benchmark import ORDERS, TASKS, benchmark, report
+from digit_detectron.analysis.benchmark import ORDERS, TASKS, benchmark, report
 from digit_detectron.data import DatasetError
 from digit_detectron.data.image_io import ImageReadError
 

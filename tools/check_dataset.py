@@ -12,7 +12,7 @@ decoded, every json entry and box checked. Exits with status 1 if there are erro
 import argparse
 import sys
 
-from digit_detectron.data.dataset_check import check_dataset
+from digit_detectron.data.prepare.check import check_dataset
 
 
 def main(argv=None):

@@ -12,7 +12,7 @@ Convert torchvision weights to a detectron2 checkpoint (MODEL.WEIGHTS).
 import argparse
 import sys
 
-from digit_detectron.weights_conversion import (
+from digit_detectron.checkpoint.weights_conversion import (
     CONVERTERS,
     ConversionError,
     load_torchvision_state_dict,

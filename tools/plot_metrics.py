@@ -11,7 +11,7 @@ import logging
 import os
 import sys
 
-from digit_detectron.plots import MetricsError, plot_metrics
+from digit_detectron.analysis.plots import MetricsError, plot_metrics
 
 
 def argument_parser():

@@ -12,8 +12,8 @@ from detectron2.utils.logger import setup_logger
 
 from digit_detectron import apply_test_mode, get_digit_cfg
 from digit_detectron.data import DatasetError
-from digit_detectron.number_reader import NumberReader
-from digit_detectron.predictor import (
+from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.inference.predictor import (
     DigitPredictor,
     list_input_images,
     load_id_map,

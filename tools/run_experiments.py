@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """
-Train every run of an experiments file (see ``digit_detectron.ablation.load_experiments``) on the same
+Train every run of an experiments file (see ``digit_detectron.analysis.experiments.load_experiments``) on the same
 data, then write a table (AP, accuracy, images/s, minutes) and a figure comparing them::
 
     python tools/run_experiments.py benchmarks/recipe_candidates.yaml --output-dir output/recipe
@@ -14,7 +14,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from digit_detectron.ablation import load_experiments, summarize_ablation, train_runs  # noqa: E402
+from digit_detectron.analysis.experiments import load_experiments, summarize_ablation, train_runs  # noqa: E402
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
 

@@ -18,7 +18,7 @@ from digit_detectron import get_digit_cfg
 from digit_detectron.checkpoint import CheckpointError
 from digit_detectron.data import DatasetError, ImageReadError
 from digit_detectron.engine import DigitTrainer, resolve_schedule
-from digit_detectron.pretrain import maybe_pretrain
+from digit_detectron.engine.pretrain import maybe_pretrain
 
 
 def setup(args):

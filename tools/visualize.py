@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from digit_detectron import apply_test_mode, get_digit_cfg
 from digit_detectron.data import DatasetError
-from digit_detectron.number_reader import NumberReader
-from digit_detectron.visualization import FilePredictions, ModelPredictions, dataset_records, list_records, visualize
+from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.analysis.visualization import FilePredictions, ModelPredictions, dataset_records, list_records, visualize
 
 
 def argument_parser():

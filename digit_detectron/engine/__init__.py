@@ -1,3 +1,3 @@
 from .hooks import EpochHook, PlotMetricsHook
-from .schedule import count_train_images, resolve_schedule
+from .schedule import count_train_images, epoch_of_iteration, resolve_schedule
 from .trainer import DigitTrainer

@@ -6,7 +6,7 @@ import time
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
-from ..modeling.iou_loss import epoch_of_iteration
+from .schedule import epoch_of_iteration
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class PlotMetricsHook(HookBase):
         metrics = os.path.join(self.output_dir, "metrics.json")
         if not comm.is_main_process() or not os.path.isfile(metrics):
             return
-        from digit_detectron.plots import MetricsError, plot_metrics
+        from digit_detectron.analysis.plots import MetricsError, plot_metrics
 
         try:
             pngs = plot_metrics(metrics, os.path.join(self.output_dir, "plots"))

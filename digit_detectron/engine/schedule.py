@@ -1,4 +1,4 @@
-"""Epoch-based schedules: derive iteration counts from the train set size."""
+"""Epoch-based schedules: derive iteration counts from the train set size; the epoch of an iteration."""
 import logging
 import math
 
@@ -42,3 +42,12 @@ def resolve_schedule(cfg, num_train_images=None):
         f"eval every {cfg.TEST.EVAL_PERIOD}, checkpoint every {cfg.SOLVER.CHECKPOINT_PERIOD}"
     )
     return cfg
+
+
+def epoch_of_iteration(iteration, iters_per_epoch):
+    """The 0-indexed epoch that 0-indexed ``iteration`` belongs to."""
+    if iters_per_epoch <= 0:
+        raise ValueError(f"iters_per_epoch must be positive, got {iters_per_epoch}")
+    if iteration < 0:
+        raise ValueError(f"iteration must be >= 0, got {iteration}")
+    return int(iteration) // int(iters_per_epoch)

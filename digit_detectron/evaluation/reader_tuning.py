@@ -18,8 +18,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 from detectron2.structures import Boxes, BoxMode, Instances
 
-from ..number_reader import NumberReader, class_agnostic_nms, read_after_nms
-from ..predictor import CONTIGUOUS_TO_DATASET_ID, DigitPredictor, PredictionRun
+from ..inference.number_reader import NumberReader, class_agnostic_nms, read_after_nms
+from ..inference.predictor import CONTIGUOUS_TO_DATASET_ID, DigitPredictor, PredictionRun
 from ..utils.io import atomic_open
 from .number_accuracy import NumberAccuracyEvaluator
 

@@ -1,7 +1,7 @@
 """The ramped IoU loss term of :class:`DigitFastRCNNOutputLayers`: its weight schedule and value."""
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
-__all__ = ["IOU_LOSS_TYPES", "box_iou_loss", "epoch_of_iteration", "iou_loss_lambda"]
+__all__ = ["IOU_LOSS_TYPES", "box_iou_loss", "iou_loss_lambda"]
 
 _IOU_LOSSES = {
     "giou": generalized_box_iou_loss,
@@ -20,15 +20,6 @@ def iou_loss_lambda(epoch, start_epoch, lambda_start, lambda_step, lambda_max):
     if epoch < start_epoch:
         return 0.0
     return min(lambda_start + lambda_step * (epoch - start_epoch), lambda_max)
-
-
-def epoch_of_iteration(iteration, iters_per_epoch):
-    """The 0-indexed epoch that 0-indexed ``iteration`` belongs to."""
-    if iters_per_epoch <= 0:
-        raise ValueError(f"iters_per_epoch must be positive, got {iters_per_epoch}")
-    if iteration < 0:
-        raise ValueError(f"iteration must be >= 0, got {iteration}")
-    return int(iteration) // int(iters_per_epoch)
 
 
 def box_iou_loss(pred_boxes, gt_boxes, loss_type):

@@ -18,17 +18,17 @@ from tqdm import tqdm
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
-from .checkpoint import DigitCheckpointer
-from .data.datasets import (
+from ..checkpoint import DigitCheckpointer
+from ..data.datasets import (
     DATASET_ID_TO_CONTIGUOUS,
     IMAGE_EXTENSIONS,
     DatasetError,
     image_id_from_filename,
     read_json,
 )
-from .data.image_io import ImageReadError, read_image
-from .data.transforms import build_digit_augmentation
-from .utils.io import atomic_open, atomic_write_json
+from ..data.image_io import ImageReadError, read_image
+from ..data.transforms import build_digit_augmentation
+from ..utils.io import atomic_open, atomic_write_json
 
 CONTIGUOUS_TO_DATASET_ID = {v: k for k, v in DATASET_ID_TO_CONTIGUOUS.items()}
 

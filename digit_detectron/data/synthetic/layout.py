@@ -1,7 +1,7 @@
 """
-Image sizes and digit-box layouts for synthetic house numbers: drawn from real SVHN box geometry
-(``../shared/svhn_geometry/train.json`` beside the repo), or from a parametric model of its
-statistics when that file is absent.
+Image sizes and digit-box layouts for synthetic house numbers: drawn from a COCO file of real SVHN
+box geometry (``datasets/prepare_synthetic.py`` passes ``../shared/svhn_geometry/train.json`` when it
+is there), or from a parametric model of its statistics.
 """
 
 import json
@@ -10,10 +10,8 @@ from collections import namedtuple
 
 import numpy as np
 
-from .datasets import DatasetError
+from ..datasets import DatasetError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEFAULT_GEOMETRY = os.path.join(REPO_ROOT, "..", "shared", "svhn_geometry", "train.json")
 PARAMETRIC = "parametric"
 MAX_DIGITS = 5
 
@@ -99,9 +97,8 @@ class ParametricSampler:
 
 def build_layout_sampler(geometry=None):
     """
-    ``geometry``: a COCO box json; ``None`` = DEFAULT_GEOMETRY if present, else parametric;
-    ``PARAMETRIC`` = parametric.
+    ``geometry``: a COCO box json; ``None`` or ``PARAMETRIC``: the parametric model.
     """
-    if geometry == PARAMETRIC or (geometry is None and not os.path.isfile(DEFAULT_GEOMETRY)):
+    if geometry is None or geometry == PARAMETRIC:
         return ParametricSampler()
-    return SVHNGeometrySampler(geometry or DEFAULT_GEOMETRY)
+    return SVHNGeometrySampler(geometry)

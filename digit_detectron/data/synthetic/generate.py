@@ -5,7 +5,7 @@ Synthetic SVHN-like house-number datasets in the NYCU HW2 layout (the embedded d
     ROOT/valid/1.png ...  ROOT/valid.json
     ROOT/test/1.png ...   (no json, like HW2)
 
-Image sizes and box layouts come from real SVHN geometry (``synthetic_layout``); each image is
+Image sizes and box layouts come from real SVHN geometry (``layout``); each image is
 drawn from its own seed ``(seed, split, image id)``, so a dataset is byte-identical for a seed
 whatever the number of worker processes.
 """
@@ -21,12 +21,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..utils.io import atomic_open, atomic_write_json
-from .datasets import DIGIT_CLASSES, DatasetError, load_digits_json
-from .image_io import read_image
-from .synthetic_glyphs import GlyphBank
-from .synthetic_layout import build_layout_sampler
-from .synthetic_render import render_sample
+from ...utils.io import atomic_open, atomic_write_json
+from ..datasets import DIGIT_CLASSES, DatasetError, load_digits_json
+from ..image_io import read_image
+from .glyphs import GlyphBank
+from .layout import build_layout_sampler
+from .render import render_sample
 
 SPLITS = ("train", "valid", "test")
 CATEGORIES = [{"id": d + 1, "name": name} for d, name in enumerate(DIGIT_CLASSES)]
@@ -99,7 +99,7 @@ def generate_dataset(
 ):
     """
     Write a synthetic dataset under ``root`` and return a summary dict (counts, geometry source,
-    wall-clock images/s, worker start-up included). ``geometry``: see ``synthetic_layout.build_layout_sampler``. Existing split folders
+    wall-clock images/s, worker start-up included). ``geometry``: see ``layout.build_layout_sampler``. Existing split folders
     or jsons are an error unless ``overwrite``. Everything is written into a hidden staging folder
     under ``root`` and moved into place at the end, so an interrupted run leaves no partial split.
     """

@@ -8,7 +8,7 @@ from torch import nn
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from .utils.io import atomic_open
+from ..utils.io import atomic_open
 
 __all__ = ["CheckpointError", "DigitCheckpointer"]
 

@@ -14,7 +14,7 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
-from .utils.io import atomic_open
+from ..utils.io import atomic_open
 
 logger = logging.getLogger(__name__)
 

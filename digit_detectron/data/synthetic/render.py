@@ -9,8 +9,8 @@ from collections import namedtuple
 import cv2
 import numpy as np
 
-from .synthetic_glyphs import WEIGHTS
-from .synthetic_textures import (
+from .glyphs import WEIGHTS
+from .textures import (
     contrasting_colour,
     linear_ramp,
     painted_wall,

@@ -21,8 +21,8 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_backbone
 from detectron2.utils import comm
 
-from .data.image_io import read_image
-from .utils.io import atomic_open
+from ..data.image_io import read_image
+from ..utils.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ def pretrain_backbone(cfg, dataset_names, output_path, steps=300, batch_size=128
                         f"accuracy (last 50) {np.mean(correct[-50:]):.3f}")
     state = {f"backbone.bottom_up.{k}": v for k, v in model.bottom_up.state_dict().items()}
     with atomic_open(output_path, "wb") as f:
-        torch.save({"model": state, "__author__": "digit_detectron.pretrain"}, f)
+        torch.save({"model": state, "__author__": "digit_detectron.engine.pretrain"}, f)
     summary = {
         "crops": int(len(labels)),
         "train_accuracy": float(np.mean(correct[-100:])),

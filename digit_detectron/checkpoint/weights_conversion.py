@@ -13,7 +13,7 @@ import re
 
 import torch
 
-from .utils.io import atomic_open
+from ..utils.io import atomic_open
 
 __all__ = [
     "ConversionError",

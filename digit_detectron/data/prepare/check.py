@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from .datasets import (
+from ..datasets import (
     DATASET_ID_TO_CONTIGUOUS,
     DIGIT_CLASSES,
     EDGE_TOLERANCE,

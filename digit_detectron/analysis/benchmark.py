@@ -21,10 +21,10 @@ from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
-from .data import DigitDatasetMapper
-from .data.image_io import ImageReadError, read_image
-from .predictor import DigitPredictor
-from .utils.io import atomic_write_json
+from ..data import DigitDatasetMapper
+from ..data.image_io import ImageReadError, read_image
+from ..inference.predictor import DigitPredictor
+from ..utils.io import atomic_write_json
 
 TASKS = ("train", "inference", "predict")
 ORDERS = ("dataset", "aspect")

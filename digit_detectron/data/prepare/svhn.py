@@ -17,8 +17,8 @@ import tempfile
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from ..utils.io import atomic_write_json
-from .datasets import DIGIT_CLASSES, EDGE_TOLERANCE, DatasetError, image_id_from_filename
+from ...utils.io import atomic_write_json
+from ..datasets import DIGIT_CLASSES, EDGE_TOLERANCE, DatasetError, image_id_from_filename
 
 BBOX_FIELDS = ("height", "left", "top", "width", "label")
 # Image ids of extra/ images are offset by this so that they never collide with train/ ids.

@@ -11,7 +11,7 @@ import yaml
 from matplotlib.figure import Figure
 
 from .plots import read_metrics, series
-from .utils.io import atomic_open
+from ..utils.io import atomic_open
 
 ABLATION_METRICS = (
     "bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl", "bbox/AR100", "number/accuracy",

@@ -21,11 +21,11 @@ from detectron2.structures import BoxMode
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
 
-from .data.datasets import DIGIT_CLASSES, DatasetError, read_json
-from .data.image_io import ImageReadError, read_image
-from .number_reader import digits_to_number, reading_order
-from .predictor import DigitPredictor, list_input_images
-from .utils.io import atomic_open
+from ..data.datasets import DIGIT_CLASSES, DatasetError, read_json
+from ..data.image_io import ImageReadError, read_image
+from ..inference.number_reader import digits_to_number, reading_order
+from ..inference.predictor import DigitPredictor, list_input_images
+from ..utils.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
