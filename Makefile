@@ -1,13 +1,22 @@
-# `make demo`: set up, then the main job on the embedded synthetic data. `make test`: set up, then pytest.
+# `make demo`: set up, then the main job on the embedded default data. `make test`: set up, lint, then pytest.
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test demo clean
+.PHONY: setup lint format test demo clean
 
 setup:
 	@bash tools/setup_env.sh
 
-test: setup
+# The style gate (ruff.toml): lint + import order, and the formatter's check. `make format` applies both.
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+test: lint
 	$(PY) -m pytest tests
 
 demo: setup

@@ -4,13 +4,13 @@ Speed of a digit_detectron config against the torchvision reference pipeline
 (benchmarks/torchvision_baseline.py), measured in one run on the same dataset and machine::
 
     python benchmarks/compare_torchvision.py --dataset-root /tmp/speed_data \\
-        --config-file configs/faster_rcnn_R_50_FPN_digits.yaml --output-dir output/bench --threads 1
+        --config-file configs/faster_rcnn_R_50_FPN_digits.yaml --output output/bench --threads 1
 
 Each side runs in its own process (so each peak RSS is its own): tools/benchmark.py for the config,
 with an empty MODEL.WEIGHTS (speed does not depend on the weights), then the baseline, per task.
 Both take their images from the front of the same split in the same order (the baseline, being
-~50x slower, times fewer of them). Writes OUTPUT_DIR/{ours,torchvision}_{task}.json and
-OUTPUT_DIR/comparison.json, and prints the table with the ratios.
+~50x slower, times fewer of them). Writes OUTPUT/benchmark_<task>.json (ours),
+OUTPUT/torchvision_<task>.json and OUTPUT/comparison.json, and prints the table with the ratios.
 """
 import argparse
 import json
@@ -21,10 +21,10 @@ import sys
 
 from tabulate import tabulate
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO_ROOT)
+from digit_detectron.utils.cli import argument_parser, run_tool
+from digit_detectron.utils.io import atomic_write_json
 
-from digit_detectron.utils.io import atomic_write_json  # noqa: E402
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 BENCHMARK = os.path.join(REPO_ROOT, "tools", "benchmark.py")
 BASELINE = os.path.join(REPO_ROOT, "benchmarks", "torchvision_baseline.py")
@@ -40,7 +40,7 @@ def commands(args, task, output_dir):
     ours = [
         sys.executable, BENCHMARK, "--config-file", args.config_file, "--task", task,
         "--dataset-root", args.dataset_root, "--images", str(args.images), "--warmup", str(args.warmup),
-        "--output", os.path.join(output_dir, f"ours_{task}.json"), *threads,
+        "--output", output_dir, *threads,
         *(["--batch-size", str(args.inference_batch_size)] if task == "inference" else []),
         "MODEL.WEIGHTS", "", *args.opts,
     ]
@@ -48,7 +48,7 @@ def commands(args, task, output_dir):
         sys.executable, BASELINE, "--task", task, "--dataset-root", args.dataset_root,
         "--images", str(args.baseline_images), "--batch-size", str(args.baseline_batch_size),
         "--warmup", str(args.baseline_warmup), "--min-size", str(args.baseline_min_size),
-        "--max-size", str(args.baseline_max_size), "--output", os.path.join(output_dir, f"torchvision_{task}.json"),
+        "--max-size", str(args.baseline_max_size), "--output", output_dir,
         *threads,
     ]
     return ours, baseline
@@ -77,13 +77,14 @@ def compare(results):
     return rows, ratios
 
 
-def main(args):
-    os.makedirs(args.output_dir, exist_ok=True)
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    os.makedirs(args.output, exist_ok=True)
     results = {}
     for task in args.tasks:
-        for cmd in commands(args, task, args.output_dir):
+        for cmd in commands(args, task, args.output):
             run(cmd)
-        paths = [os.path.join(args.output_dir, f"{side}_{task}.json") for side in ("ours", "torchvision")]
+        paths = [os.path.join(args.output, f"{side}_{task}.json") for side in ("benchmark", "torchvision")]
         results[task] = tuple(_read_json(p) for p in paths)
     rows, ratios = compare(results)
     machine = {k: results[args.tasks[0]][0][k] for k in ("cpu", "cores", "torch_threads", "torch")}
@@ -91,7 +92,7 @@ def main(args):
     print(f"machine: {machine}")
     for task, ratio in ratios.items():
         print(f"{task}: digit_detectron processes {ratio:.1f}x the images per second of the torchvision reference")
-    path = os.path.join(args.output_dir, "comparison.json")
+    path = os.path.join(args.output, "comparison.json")
     atomic_write_json(path, {"ratios": ratios, "machine": machine, "rows": [dict(zip(HEADERS, r)) for r in rows]},
                       indent=2)
     print(f"Wrote {path}")
@@ -99,10 +100,10 @@ def main(args):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--dataset-root", required=True, help="digit dataset in the HW2 layout (train + valid)")
     parser.add_argument("--config-file", default=os.path.join("configs", "faster_rcnn_R_50_FPN_digits.yaml"))
-    parser.add_argument("--output-dir", default=os.path.join("output", "bench"))
+    parser.add_argument("--output", default=os.path.join("output", "bench"), help="folder for the JSON results")
     parser.add_argument("--tasks", nargs="+", choices=["train", "inference"], default=["train", "inference"])
     parser.add_argument("--images", type=int, default=32, help="images our config times per task (default 32)")
     parser.add_argument("--warmup", type=int, default=1, help="our warm-up batches (default 1)")
@@ -121,7 +122,4 @@ def get_parser():
 
 
 if __name__ == "__main__":
-    try:
-        main(get_parser().parse_args())
-    except subprocess.CalledProcessError as e:
-        sys.exit(f"error: {e.cmd[1]} failed with exit code {e.returncode} (its output is above)")
+    run_tool(main)

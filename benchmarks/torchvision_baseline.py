@@ -14,10 +14,8 @@ fraction 0.25, score and NMS thresholds 0.5, batch 8, AdamW (lr 1e-4, weight dec
 with PIL and converted with ``to_tensor``. Every training step also runs the model in eval mode on
 the batch without gradients and adds an IoU term computed from those predictions to the loss.
 """
-import argparse
 import os
 import statistics
-import sys
 import time
 
 import torch
@@ -28,12 +26,10 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import box_iou
 from torchvision.transforms.functional import to_tensor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from detectron2.data import DatasetCatalog
+from detectron2.utils.env import seed_all_rng
 
-from detectron2.data import DatasetCatalog  # noqa: E402
-from detectron2.utils.env import seed_all_rng  # noqa: E402
-
-from digit_detectron.analysis.benchmark import (  # noqa: E402
+from digit_detectron.analysis.benchmark import (
     machine_info,
     padding_fraction,
     peak_rss_mb,
@@ -42,8 +38,8 @@ from digit_detectron.analysis.benchmark import (  # noqa: E402
     time_steps,
     timing_summary,
 )
-from digit_detectron.data import DatasetError, register_digits  # noqa: E402
-from digit_detectron.data.image_io import ImageReadError  # noqa: E402
+from digit_detectron.data import register_digits
+from digit_detectron.utils.cli import argument_parser, run_tool
 
 ANCHOR_SIZES = ((4,), (8,), (12,), (24,), (48,))
 ASPECT_RATIOS = ((0.5, 1.0, 1.5, 2.0),) * len(ANCHOR_SIZES)
@@ -150,7 +146,7 @@ def benchmark_reference(dataset_dicts, task="train", num_images=8, batch_size=8,
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--dataset-root", required=True, help="digit dataset in the HW2 layout")
     parser.add_argument("--split", choices=["train", "valid", "test"], default=None, help="default: train / valid")
     parser.add_argument("--task", choices=["train", "inference"], default="train")
@@ -161,11 +157,12 @@ def get_parser():
     parser.add_argument("--max-size", type=int, default=1333, help="resize long side cap (reference: 1333)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model init")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--output", default=None, help="write the result as JSON here")
+    parser.add_argument("--output", default=None, help="folder for the result as JSON (torchvision_<task>.json)")
     return parser
 
 
-def main(args):
+def main(argv=None):
+    args = get_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     split = args.split or ("train" if args.task == "train" else "valid")
@@ -177,12 +174,9 @@ def main(args):
     )
     result.update(config="torchvision fasterrcnn_resnet50_fpn_v2 (reference)", min_size=args.min_size,
                   max_size=args.max_size)
-    report(result, args.output)
+    print(report(result, args.output and os.path.join(args.output, f"torchvision_{args.task}.json")))
     return result
 
 
 if __name__ == "__main__":
-    try:
-        main(get_parser().parse_args())
-    except (DatasetError, ImageReadError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main)

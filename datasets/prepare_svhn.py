@@ -8,15 +8,12 @@ SVHN_DIR holds the unpacked train.tar.gz / test.tar.gz (/ extra.tar.gz): train/,
 each with PNGs and digitStruct.mat. See datasets/README.md.
 """
 
-import argparse
-import sys
-
-from digit_detectron.data.datasets import DatasetError
 from digit_detectron.data.prepare.svhn import convert_svhn
+from digit_detectron.utils.cli import argument_parser, run_tool
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_parser():
+    parser = argument_parser(__doc__)
     parser.add_argument("svhn_dir", help="folder with the SVHN format-1 train/ (and test/, extra/) folders")
     parser.add_argument("root", help="output dataset root (point $DIGITS_DATASET_ROOT here)")
     parser.add_argument("--valid-fraction", type=float, default=0.1, help="share of train/ moved to valid/")
@@ -25,27 +22,29 @@ def main(argv=None):
     parser.add_argument("--test-json", action="store_true", help="also write ROOT/test.json from test/")
     parser.add_argument("--link", action="store_true", help="hard-link images instead of copying them")
     parser.add_argument("--overwrite", action="store_true", help="replace existing ROOT/{train,valid,test}/")
-    args = parser.parse_args(argv)
-    try:
-        summary = convert_svhn(
-            args.svhn_dir,
-            args.root,
-            valid_fraction=args.valid_fraction,
-            seed=args.seed,
-            extra=args.extra,
-            test_json=args.test_json,
-            link=args.link,
-            overwrite=args.overwrite,
-        )
-    except (DatasetError, ValueError) as e:
-        sys.exit(f"prepare_svhn: {e}")
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    summary = convert_svhn(
+        args.svhn_dir,
+        args.root,
+        valid_fraction=args.valid_fraction,
+        seed=args.seed,
+        extra=args.extra,
+        test_json=args.test_json,
+        link=args.link,
+        overwrite=args.overwrite,
+    )
     for split in ("train", "valid", "test"):
         if split in summary:
             s = summary[split]
             where = s["image_dir"] + (f" + {s['json']}" if s["json"] else "")
             print(f"{split}: {s['images']} images, {s['boxes']} boxes -> {where}")
     print(f"boxes clipped to the image: {summary['clipped_boxes']}, dropped: {summary['dropped_boxes']}")
+    return summary
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -6,21 +6,19 @@ layout: ROOT/{train,valid,test}/<id>.png, ROOT/train.json, ROOT/valid.json.
     python datasets/prepare_synthetic.py datasets/digits --train 5000 --valid 500 --test 500 --seed 0
 """
 
-import argparse
 import os
-import sys
 
-from digit_detectron.data.datasets import DatasetError
 from digit_detectron.data.synthetic.generate import draw_sample_grid, generate_dataset
 from digit_detectron.data.synthetic.layout import PARAMETRIC
+from digit_detectron.utils.cli import argument_parser, run_tool
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The real SVHN box geometry shipped beside the repository (sizes and boxes, no pixels).
 DEFAULT_GEOMETRY = os.path.join(REPO_ROOT, "..", "shared", "svhn_geometry", "train.json")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_parser():
+    parser = argument_parser(__doc__)
     parser.add_argument("root", help="dataset folder to create")
     parser.add_argument("--train", type=int, default=5000, help="number of train images")
     parser.add_argument("--valid", type=int, default=500, help="number of valid images")
@@ -35,25 +33,26 @@ def main(argv=None):
     parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing splits under ROOT")
     parser.add_argument("--grid", metavar="PNG", help="also save a grid of train samples with their boxes")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
 
     geometry = args.geometry
     if geometry is None:
         geometry = DEFAULT_GEOMETRY if os.path.isfile(DEFAULT_GEOMETRY) else PARAMETRIC
-    try:
-        summary = generate_dataset(
-            args.root,
-            args.train,
-            args.valid,
-            args.test,
-            seed=args.seed,
-            geometry=geometry,
-            workers=args.workers,
-            overwrite=args.overwrite,
-            progress=True,
-        )
-    except (DatasetError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    summary = generate_dataset(
+        args.root,
+        args.train,
+        args.valid,
+        args.test,
+        seed=args.seed,
+        geometry=geometry,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=True,
+    )
     print(f"layouts from: {summary['geometry']}")
     for split, info in summary["splits"].items():
         folder = os.path.join(summary["root"], split) + os.sep
@@ -65,7 +64,8 @@ def main(argv=None):
     print(f"{summary['images_per_s']:.0f} images/s ({summary['seconds']:.1f} s, {args.workers} worker(s))")
     if args.grid:
         print(f"sample grid: {draw_sample_grid(args.root, args.grid)}")
+    return summary
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

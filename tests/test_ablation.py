@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_detectron.analysis.experiments import load_experiments, summarize_ablation
+from digit_detectron.analysis.experiments import load_experiments, summarize_runs
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 
@@ -28,7 +28,7 @@ def _write_metrics(path, aps):
 def test_summary_table_and_figure(tmp_path):
     _write_metrics(tmp_path / "a.json", [10.0, 30.0, 25.0])
     _write_metrics(tmp_path / "b.json", [12.0, 20.0])
-    md, png = summarize_ablation({"none": tmp_path / "a.json", "diou": tmp_path / "b.json"}, tmp_path / "out")
+    md, png = summarize_runs({"none": tmp_path / "a.json", "diou": tmp_path / "b.json"}, tmp_path / "out")
     lines = open(md).read().splitlines()
     none_row = next(line for line in lines if line.startswith("| none |"))
     diou_row = next(line for line in lines if line.startswith("| diou |"))
@@ -50,7 +50,7 @@ def test_cost_columns_from_step_times_speed_and_config(tmp_path):
             f.write(json.dumps({"iteration": it, "total_loss": 1.0, "time": t, "wall_minutes": it / 10}) + "\n")
         f.write(json.dumps({"iteration": 4, "bbox/AP": 10.0, "speed/images_per_s": 42.5}) + "\n")
     (run / "config.yaml").write_text("SOLVER:\n  IMS_PER_BATCH: 16\n")
-    md, _ = summarize_ablation({"r": run / "metrics.json"}, tmp_path / "out")
+    md, _ = summarize_runs({"r": run / "metrics.json"}, tmp_path / "out")
     row = next(line for line in open(md).read().splitlines() if line.startswith("| r |"))
     # 16 images / median step time 0.5 s; the last evaluation's images/s; minutes at the last iteration.
     assert [c.strip() for c in row.split("|")[-4:-1]] == ["32.00", "42.50", "0.40"]
@@ -106,7 +106,7 @@ def test_run_experiments_trains_tabulates_and_keeps_finished_runs(tmp_path):
         "runs:\n  adamw: []\n  sgd: [SOLVER.OPTIMIZER, SGD, SOLVER.BASE_LR, 0.01]\n"
     ))
     out = tmp_path / "out"
-    cmd = [sys.executable, RUN_EXPERIMENTS, path, "--output-dir", str(out)]
+    cmd = [sys.executable, RUN_EXPERIMENTS, path, "--output", str(out)]
     env = dict(os.environ, DIGITS_DATASET_ROOT=root)
     proc = subprocess.run(cmd + ["--only", "sgd"], env=env, capture_output=True, text=True, cwd=REPO_ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -133,7 +133,7 @@ def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
         _write_metrics(out / loss_type / "metrics.json", aps)
     proc = subprocess.run(
         [sys.executable, os.path.join(REPO_ROOT, "tools", "ablate_loss.py"), "--config-file", CONFIG,
-         "--output-dir", str(out), "--types", "none", "diou"],
+         "--output", str(out), "--types", "none", "diou"],
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

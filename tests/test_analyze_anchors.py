@@ -21,6 +21,7 @@ from digit_detectron.analysis.anchors import (
     resize_boxes,
 )
 from digit_detectron.data import load_digits_json
+from digit_detectron.utils.cli import run_tool
 
 from conftest import REPO_ROOT, SVHN_GEOMETRY
 
@@ -166,11 +167,11 @@ def _write_json(path):
 
 def test_cli_writes_json_report(tmp_path):
     json_file = _write_json(tmp_path / "boxes.json")
-    out = tmp_path / "report" / "anchors.json"
+    out = tmp_path / "report" / "anchor_analysis.json"
     cmd = [sys.executable, os.path.join(REPO_ROOT, "tools", "analyze_anchors.py"), "--config-file", CPU_CONFIG]
     res = subprocess.run(
         cmd
-        + ["--json", str(json_file), "--output", str(out), "--no-train"]
+        + ["--json", str(json_file), "--output", str(out.parent), "--no-train"]
         + KNOWN_ANCHORS
         + ["INPUT.MIN_SIZE_TEST", "64"],
         capture_output=True,
@@ -191,10 +192,10 @@ def test_cli_errors_name_the_problem(tmp_path):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     with pytest.raises(SystemExit) as exit_info:
-        tool.main(["--config-file", CPU_CONFIG, "--json", str(tmp_path / "missing.json")])
+        run_tool(tool.main, ["--config-file", CPU_CONFIG, "--json", str(tmp_path / "missing.json")])
     assert "missing.json: file not found" in str(exit_info.value.code)
     with pytest.raises(SystemExit) as exit_info:
-        tool.main(["--config-file", CPU_CONFIG, "INPUT.NO_SUCH_KEY", "1"])
+        run_tool(tool.main, ["--config-file", CPU_CONFIG, "INPUT.NO_SUCH_KEY", "1"])
     assert "Non-existent key: INPUT.NO_SUCH_KEY" in str(exit_info.value.code)
 
 

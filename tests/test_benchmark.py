@@ -123,9 +123,9 @@ def run_tool(*args):
 
 
 def test_benchmark_tool_prints_table_and_writes_json(root, tmp_path):
-    out = tmp_path / "bench.json"
+    out = tmp_path / "bench" / "benchmark_inference.json"
     proc = run_tool(BENCHMARK, "--config-file", CONFIG, "--task", "inference", "--dataset-root", root,
-                    "--images", "2", "--batch-size", "2", "--warmup", "0", "--threads", "1", "--output", str(out),
+                    "--images", "2", "--batch-size", "2", "--warmup", "0", "--threads", "1", "--output", str(out.parent),
                     *tiny_model_opts(tmp_path), "MODEL.WEIGHTS", "")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Wrote {out}" in proc.stdout and "| images_per_s" in proc.stdout
@@ -189,13 +189,13 @@ def test_reference_train_step_adds_an_eval_forward(root, baseline):
 
 def test_compare_runs_both_sides_and_prints_the_ratio(root, tmp_path):
     out = tmp_path / "cmp"
-    proc = run_tool(COMPARE, "--dataset-root", root, "--config-file", CONFIG, "--output-dir", str(out),
+    proc = run_tool(COMPARE, "--dataset-root", root, "--config-file", CONFIG, "--output", str(out),
                     "--tasks", "inference", "--images", "2", "--warmup", "0", "--inference-batch-size", "2",
                     "--baseline-images", "1", "--baseline-batch-size", "1", "--baseline-warmup", "0",
                     "--baseline-min-size", "32", "--baseline-max-size", "64", "--threads", "1",
                     *tiny_model_opts(tmp_path))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ours = json.loads((out / "ours_inference.json").read_text())
+    ours = json.loads((out / "benchmark_inference.json").read_text())
     ref = json.loads((out / "torchvision_inference.json").read_text())
     summary = json.loads((out / "comparison.json").read_text())
     ratio = ours["images_per_s"] / ref["images_per_s"]

@@ -12,7 +12,7 @@ from detectron2.structures import Boxes, Instances
 from digit_detectron import get_digit_cfg
 from digit_detectron.inference.number_reader import NumberReader, digits_to_number, is_column, read_number, reading_order
 
-from conftest import REPO_ROOT, SVHN_GEOMETRY
+from conftest import SVHN_GEOMETRY
 
 
 

@@ -20,6 +20,8 @@ from digit_detectron.analysis.plots import (
     training_minutes,
 )
 
+from digit_detectron.utils.cli import run_tool
+
 from conftest import REPO_ROOT
 
 IPE = 50  # iterations per epoch of the fake runs
@@ -152,7 +154,7 @@ def test_unusable_file_is_a_clear_error(tmp_path, content, problem):
 def test_cli_on_an_output_dir(metrics_json, capsys):
     tool = load_tool("plot_metrics")
     out_dir = os.path.dirname(metrics_json)
-    pngs = tool.main(tool.argument_parser().parse_args([out_dir, "--iters-per-epoch", "25"]))
+    pngs = tool.main([out_dir, "--iters-per-epoch", "25"])
     printed = capsys.readouterr().out
     assert os.path.join(out_dir, "plots") in printed
     assert len(pngs) == 5 and all(p in printed for p in pngs)
@@ -164,7 +166,7 @@ def test_cli_error_names_the_file(tmp_path):
     tool = load_tool("plot_metrics")
     missing = str(tmp_path / "nope.json")
     with pytest.raises(SystemExit) as info:
-        tool.main(tool.argument_parser().parse_args([missing]))
+        run_tool(tool.main, [missing])
     assert missing in str(info.value) and "not found" in str(info.value)
 
 

@@ -143,28 +143,26 @@ def test_id_map_names_the_images(checkpoint, images, tmp_path):
     for id_map in (flat, coco):
         out = tmp_path / id_map.stem
         args = ["--config-file", CONFIG, "--input", str(folder / "*.png"), "--output", str(out), "--id-map", str(id_map)]
-        tool.main(tool.get_parser().parse_args(args + model_opts(checkpoint, tmp_path)))
+        tool.main(args + model_opts(checkpoint, tmp_path))
         _, rows = read_csv(out / "pred.csv")
         assert [i for i, _ in rows] == [4, 21] and all(label >= 0 for _, label in rows)
         assert {b["image_id"] for b in json.loads((out / "pred.json").read_text())} == {4, 21}
 
     flat.write_text(json.dumps({"front.png": 21}))
     with pytest.raises(DatasetError, match="back.png.*not in the id map"):
-        tool.main(tool.get_parser().parse_args(args[:-1] + [str(flat)] + model_opts(checkpoint, tmp_path)))
+        tool.main(args[:-1] + [str(flat)] + model_opts(checkpoint, tmp_path))
     flat.write_text(json.dumps({"front.png": 21, "back.png": 21}))
     with pytest.raises(DatasetError, match="both have image id 21"):
-        tool.main(tool.get_parser().parse_args(args[:-1] + [str(flat)] + model_opts(checkpoint, tmp_path)))
+        tool.main(args[:-1] + [str(flat)] + model_opts(checkpoint, tmp_path))
 
 
 def test_test_mode_keeps_only_confident_boxes(checkpoint, images, tmp_path):
     tool = load_tool()
-    args = tool.get_parser().parse_args(
-        ["--config-file", CONFIG, "--input", str(images), "--output", str(tmp_path / "p"), "--test-mode"]
-        + model_opts(checkpoint, tmp_path)
-    )
-    cfg = tool.setup_cfg(args)
+    argv = ["--config-file", CONFIG, "--input", str(images), "--output", str(tmp_path / "p"), "--test-mode"]
+    argv += model_opts(checkpoint, tmp_path)
+    cfg = tool.setup_cfg(tool.get_parser().parse_args(argv))
     assert cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.3 and cfg.DIGITS.PRED_JSON_SCORE_THRESH == 0.7
-    tool.main(args)
+    tool.main(argv)
     scores = [b["score"] for b in json.loads((tmp_path / "p" / "pred.json").read_text())]
     assert scores and all(s >= 0.7 for s in scores)
 

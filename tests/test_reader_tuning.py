@@ -103,12 +103,12 @@ def test_tune_reader_tool_writes_a_mergeable_snippet(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location("tune_tool", os.path.join(REPO_ROOT, "tools", "tune_reader.py"))
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    args = tool.get_parser().parse_args(
+    argv = (
         ["--config-file", CONFIG, "--dataset", "tune_valid", "--output", str(tmp_path / "tuned"),
          "--score-threshs", "0.9,0.5", "--nms-threshs", "0.3,0.5", "--pred-json-threshs", "0.0,0.5"]
         + tiny_model_opts(tmp_path) + ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")]
     )
-    result = tool.main(args)
+    result = tool.main(argv)
     printed = capsys.readouterr().out
     assert "accuracy %" in printed and "(config)" in printed and "COCO box AP" in printed and "images/s" in printed
     assert len(result.rows) == 3 * 2 and result.num_images == 3

@@ -14,6 +14,7 @@ from PIL import Image
 from digit_detectron.data import load_digits_json
 from digit_detectron.data.prepare.check import check_dataset
 from digit_detectron.data.datasets import DatasetError
+from digit_detectron.utils.cli import run_tool
 from digit_detectron.data.prepare.svhn import EXTRA_ID_OFFSET, convert_svhn, read_digit_struct, svhn_label_to_category
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -218,8 +219,8 @@ def test_cli_reports_errors_without_traceback(svhn_dir, tmp_path):
     spec.loader.exec_module(tool)
     tool.main([str(svhn_dir), str(tmp_path / "digits")])
     with pytest.raises(SystemExit) as exit_info:
-        tool.main([str(svhn_dir), str(tmp_path / "digits")])
+        run_tool(tool.main, [str(svhn_dir), str(tmp_path / "digits")])
     assert "already hold files" in str(exit_info.value.code)
     with pytest.raises(SystemExit) as exit_info:
-        tool.main([str(tmp_path / "nowhere"), str(tmp_path / "other")])
+        run_tool(tool.main, [str(tmp_path / "nowhere"), str(tmp_path / "other")])
     assert "nowhere/train: SVHN folder not found" in str(exit_info.value.code)

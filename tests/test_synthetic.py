@@ -16,6 +16,8 @@ from digit_detectron.data.synthetic.glyphs import GlyphBank
 from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
 from digit_detectron.data.synthetic.render import INK_THRESHOLD, render_sample
 
+from digit_detectron.utils.cli import run_tool
+
 from conftest import GEOMETRY, REPO_ROOT
 
 COUNTS = (6, 3, 3)
@@ -257,4 +259,4 @@ def test_prepare_synthetic_cli(tmp_path, capsys):
         3,
     )  # one row of 5 tiles + 1 blank
     with pytest.raises(SystemExit, match="already exists"):
-        tool.main([str(root), "--train", "1"])
+        run_tool(tool.main, [str(root), "--train", "1"])

@@ -16,10 +16,13 @@ from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import read_image, register_digits
-from digit_detectron.analysis.visualization import (
+from digit_detectron.analysis.drawing import (
     BORDER, CAPTION_HEIGHT, GAP, MIN_PANEL_WIDTH, PANEL_HEIGHT, RIGHT_COLOR, UNKNOWN_COLOR, WRONG_COLOR,
-    MAX_PANEL_WIDTH, draw_panel, ground_truth, make_grid, render_sample,
+    MAX_PANEL_WIDTH, draw_panel, make_grid, render_sample,
 )
+from digit_detectron.evaluation.number_accuracy import record_ground_truth as ground_truth
+
+from digit_detectron.utils.cli import run_tool
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 
@@ -37,7 +40,7 @@ VISUALIZE = load_tool("visualize")
 
 
 def run_visualize(*argv):
-    return VISUALIZE.main(VISUALIZE.argument_parser().parse_args([str(a) for a in argv]))
+    return run_tool(VISUALIZE.main, [str(a) for a in argv])
 
 
 @pytest.fixture(scope="module")

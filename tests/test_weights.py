@@ -24,6 +24,7 @@ from detectron2.structures import Boxes
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.checkpoint import CheckpointError, DigitCheckpointer
+from digit_detectron.utils import cli
 
 from conftest import REPO_ROOT, tiny_model_opts
 
@@ -67,7 +68,7 @@ def run_tool(argv):
     """tools/convert_torchvision_weights.py with ``argv``; returns what it printed."""
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        convert_torchvision_weights.main(argv)
+        cli.run_tool(convert_torchvision_weights.main, argv)
     return out.getvalue()
 
 
@@ -111,7 +112,10 @@ def converted_detector(torchvision_detector, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("detector")
     torch.save(torchvision_detector.state_dict(), tmp / "tv.pth")
     output = str(tmp / "weights" / "frcnn_v2_d2.pth")
-    printed = run_tool(["fasterrcnn_resnet50_fpn_v2", "--input", str(tmp / "tv.pth"), "--output", output])
+    printed = run_tool(
+        ["fasterrcnn_resnet50_fpn_v2", "--input", str(tmp / "tv.pth"), "--output", str(tmp / "weights"),
+         "--name", "frcnn_v2_d2.pth"]
+    )
     return output, printed
 
 
@@ -251,7 +255,7 @@ def resnet_pair(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("resnet")
     torch.save(resnet.state_dict(), tmp / "resnet50.pth")
     output = str(tmp / "R-50-torchvision.pkl")
-    run_tool(["resnet50", "--input", str(tmp / "resnet50.pth"), "--output", output])
+    run_tool(["resnet50", "--input", str(tmp / "resnet50.pth"), "--output", str(tmp)])
     cfg = get_digit_cfg(
         os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_digits.yaml"),
         [
@@ -295,12 +299,10 @@ def test_tool_rejects_weights_of_another_model(torchvision_detector, tmp_path, c
     detector_dict = tmp_path / "detector.pth"
     torch.save({k: v for k, v in torchvision_detector.state_dict().items() if "rpn" in k}, detector_dict)
     with pytest.raises(SystemExit) as error:
-        convert_torchvision_weights.main(
-            ["resnet50", "--input", str(detector_dict), "--output", str(tmp_path / "r.pkl")]
-        )
+        run_tool(["resnet50", "--input", str(detector_dict), "--output", str(tmp_path), "--name", "r.pkl"])
     assert str(detector_dict) in str(error.value) and "not a torchvision ResNet state dict" in str(error.value)
     with pytest.raises(SystemExit) as error:
-        convert_torchvision_weights.main(["resnet50", "--input", str(tmp_path / "missing.pth"), "--output", "x.pkl"])
+        run_tool(["resnet50", "--input", str(tmp_path / "missing.pth"), "--output", str(tmp_path), "--name", "x.pkl"])
     assert "missing.pth: file not found" in str(error.value)
     assert not (tmp_path / "r.pkl").exists()
 

@@ -12,18 +12,17 @@ mapper beforehand; "predict" (DigitPredictor on files: decode, resize, model, po
 MODEL.WEIGHTS times a randomly initialised model: speed does not depend on the weights.
 """
 import argparse
-import sys
+import os
 
 import torch
 
 from digit_detectron import get_digit_cfg, register_digits
 from digit_detectron.analysis.benchmark import ORDERS, TASKS, benchmark, report
-from digit_detectron.data import DatasetError
-from digit_detectron.data.image_io import ImageReadError
+from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argument_parser(__doc__)
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--task", choices=TASKS, default="train")
     parser.add_argument("--images", type=int, default=64, help="images timed (after warm-up)")
@@ -37,12 +36,14 @@ def get_parser():
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations and the model init")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    parser.add_argument("--output", default=None, help="write the result as JSON here")
+    parser.add_argument("--output", default=None, help="folder for the result as JSON (benchmark_<task>.json)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return parser
 
 
-def main(args):
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.dataset_root:
@@ -51,12 +52,9 @@ def main(args):
     result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size, args.warmup, args.order, args.seed)
     result["config"] = args.config_file
     result["opts"] = args.opts
-    report(result, args.output)
+    print(report(result, args.output and os.path.join(args.output, f"benchmark_{args.task}.json")))
     return result
 
 
 if __name__ == "__main__":
-    try:
-        main(get_parser().parse_args())
-    except (DatasetError, ImageReadError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main)

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from digit_detectron.utils.cli import argument_parser, run_tool
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -44,8 +46,8 @@ def last_eval(metrics_json):
     return result
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_parser():
+    parser = argument_parser(__doc__)
     parser.add_argument("--data", default=os.path.join("datasets", "digits"), help="dataset root")
     parser.add_argument("--output", default=os.path.join("output", "demo"))
     parser.add_argument("--config-file", default=os.path.join("configs", "digits_cpu.yaml"))
@@ -54,7 +56,11 @@ def main():
     parser.add_argument("--test", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs for training")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
 
     py = sys.executable
     env = dict(os.environ, DIGITS_DATASET_ROOT=os.path.abspath(args.data), PYTHONUNBUFFERED="1")
@@ -107,4 +113,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -4,35 +4,32 @@ Plot a training run's metrics.json: loss terms, learning rate / IoU-loss lambda,
 number accuracy, wall time. Example::
 
     python tools/plot_metrics.py output/digits_cpu            # PNGs in output/digits_cpu/plots/
-    python tools/plot_metrics.py run/metrics.json --out figs
+    python tools/plot_metrics.py run/metrics.json --output figs
 """
-import argparse
-import logging
 import os
-import sys
 
 from digit_detectron.analysis.plots import MetricsError, plot_metrics
+from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 
-def argument_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_parser():
+    parser = argument_parser(__doc__)
     parser.add_argument("metrics", help="a training OUTPUT_DIR or its metrics.json")
-    parser.add_argument("--out", help="folder for the PNGs (default: plots/ beside metrics.json)")
+    parser.add_argument("--output", help="folder for the PNGs (default: plots/ beside metrics.json)")
     parser.add_argument(
         "--iters-per-epoch", type=float, help="draw an epoch axis (default: derived from the logged 'epoch')"
     )
     return parser
 
 
-def main(args):
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging()
     metrics = os.path.join(args.metrics, "metrics.json") if os.path.isdir(args.metrics) else args.metrics
-    out = args.out or os.path.join(os.path.dirname(os.path.abspath(metrics)), "plots")
-    try:
-        pngs = plot_metrics(metrics, out, iters_per_epoch=args.iters_per_epoch)
-    except MetricsError as e:
-        sys.exit(f"error: {e}")
+    out = args.output or os.path.join(os.path.dirname(os.path.abspath(metrics)), "plots")
+    pngs = plot_metrics(metrics, out, iters_per_epoch=args.iters_per_epoch)
     if not pngs:
-        sys.exit(f"error: {metrics}: no metric to plot")
+        raise MetricsError(f"{metrics}: no metric to plot")
     print(f"Wrote {len(pngs)} plots to {out}:")
     for path in pngs:
         print("  " + path)
@@ -40,5 +37,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    main(argument_parser().parse_args())
+    run_tool(main)

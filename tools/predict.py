@@ -6,20 +6,12 @@ Predict digit boxes and house numbers for a folder of images; writes the HW2 sub
         --output output/pred MODEL.WEIGHTS output/digits_cpu/model_best.pth
 """
 import argparse
-import sys
-
-from detectron2.utils.logger import setup_logger
 
 from digit_detectron import apply_test_mode, get_digit_cfg
-from digit_detectron.data import DatasetError
 from digit_detectron.inference.number_reader import NumberReader
-from digit_detectron.inference.predictor import (
-    DigitPredictor,
-    list_input_images,
-    load_id_map,
-    resolve_image_ids,
-    write_predictions,
-)
+from digit_detectron.inference.predictor import DigitPredictor, list_input_images
+from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
+from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 EPILOG = """\
 outputs:
@@ -35,15 +27,13 @@ image ids:
 
 thresholds:
   The reader uses DIGITS.READER.* (tools/tune_reader.py measures them: pass its
-  reader_thresholds.yaml as a second --config-file). --test-mode applies the design's test-time
+  reader_thresholds.yaml as a second --config-file). --test-mode applies the reference design's test-time
   thresholds: ROI NMS DIGITS.TEST_MODE.NMS_THRESH and pred.json scores >= DIGITS.TEST_MODE.SCORE_THRESH.
 """
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__, EPILOG)
     parser.add_argument(
         "--config-file", action="append", required=True, metavar="FILE",
         help="config file; give it again to merge more files in order (e.g. reader_thresholds.yaml)",
@@ -51,7 +41,7 @@ def get_parser():
     parser.add_argument("--input", required=True, help="image folder, or a glob pattern in quotes")
     parser.add_argument("--output", required=True, help="folder for pred.json and pred.csv")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--test-mode", action="store_true", help="the design's test-time thresholds (see below)")
+    parser.add_argument("--test-mode", action="store_true", help="the reference design's test-time thresholds (see below)")
     parser.add_argument("--id-map", metavar="FILE.json", help="image ids for file names (see below)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return parser
@@ -66,9 +56,9 @@ def setup_cfg(args):
     return cfg
 
 
-def main(args):
-    setup_logger()
-    setup_logger(name="digit_detectron")
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging()
     cfg = setup_cfg(args)
     files = list_input_images(args.input)
     image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
@@ -82,8 +72,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = get_parser().parse_args()
-    try:
-        main(args)
-    except (DatasetError, FileNotFoundError, ValueError, KeyError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main)

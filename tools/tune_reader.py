@@ -8,15 +8,12 @@ Measure the number reader's thresholds and pred.json's score threshold on a labe
 import argparse
 import os
 import shlex
-import sys
 
 from tabulate import tabulate
 
-from detectron2.utils.logger import setup_logger
-
 from digit_detectron import get_digit_cfg
-from digit_detectron.data import DatasetError
 from digit_detectron.evaluation import reader_tuning
+from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 EPILOG = """\
 The model runs once on the split with a low ROI score threshold. Then every reader ladder (1 to
@@ -36,9 +33,7 @@ def float_list(text):
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(), epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argument_parser(__doc__, EPILOG)
     parser.add_argument(
         "--config-file", action="append", required=True, metavar="FILE", help="config file; repeat to merge more"
     )
@@ -59,9 +54,9 @@ def get_parser():
     return parser
 
 
-def main(args):
-    setup_logger()
-    setup_logger(name="digit_detectron")
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging()
     cfg = get_digit_cfg(args.config_file, args.opts)
     cfg.freeze()
     result = reader_tuning.tune(
@@ -88,8 +83,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = get_parser().parse_args()
-    try:
-        main(args)
-    except (DatasetError, FileNotFoundError, ValueError, KeyError) as e:
-        sys.exit(f"error: {e}")
+    run_tool(main)

@@ -12,20 +12,20 @@ OUT/grid.png. Red frame: the number read is wrong; green: right; grey: no ground
     python tools/visualize.py --dataset digits_valid --predictions out/pred.json --output vis/ --wrong-only
 """
 import argparse
-import logging
 import os
-import sys
 
 from tqdm import tqdm
 
 from digit_detectron import apply_test_mode, get_digit_cfg
-from digit_detectron.data import DatasetError
+from digit_detectron.analysis.visualization import FilePredictions, ModelPredictions, visualize
+from digit_detectron.data.datasets import get_dataset_dicts
 from digit_detectron.inference.number_reader import NumberReader
-from digit_detectron.analysis.visualization import FilePredictions, ModelPredictions, dataset_records, list_records, visualize
+from digit_detectron.inference.predictor import list_records
+from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 
-def argument_parser():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def get_parser():
+    parser = argument_parser(__doc__)
     parser.add_argument(
         "--config-file", action="append", default=[], metavar="FILE",
         help="model config (needed to run a model); repeat to merge more, e.g. reader_thresholds.yaml",
@@ -56,23 +56,22 @@ def build_predict(args, cfg):
     return FilePredictions(args.predictions, pred_csv, reader)
 
 
-def main(args):
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    setup_logging()
     cfg = get_digit_cfg(args.config_file, args.opts)
     if args.test_mode:
         apply_test_mode(cfg)
-    try:
-        records = dataset_records(args.dataset) if args.dataset else list_records(args.input)
-        predict = build_predict(args, cfg)
-        if isinstance(predict, FilePredictions):
-            predict.check_covers(records)
-        score_thresh = min(cfg.DIGITS.READER.SCORE_THRESHS) if args.score_thresh is None else args.score_thresh
-        paths, grid, counts = visualize(
-            records, predict, args.output, num=args.num or None, grid_size=args.grid_size,
-            score_thresh=score_thresh, wrong_only=args.wrong_only,
-            progress=lambda it: tqdm(it, desc="visualize", unit="img"),
-        )
-    except (DatasetError, FileNotFoundError, ValueError) as e:
-        sys.exit(f"error: {e}")
+    records = get_dataset_dicts(args.dataset) if args.dataset else list_records(args.input)
+    predict = build_predict(args, cfg)
+    if isinstance(predict, FilePredictions):
+        predict.check_covers(records)
+    score_thresh = min(cfg.DIGITS.READER.SCORE_THRESHS) if args.score_thresh is None else args.score_thresh
+    paths, grid, counts = visualize(
+        records, predict, args.output, num=args.num or None, grid_size=args.grid_size,
+        score_thresh=score_thresh, wrong_only=args.wrong_only,
+        progress=lambda it: tqdm(it, desc="visualize", unit="img"),
+    )
     print(f"Wrote {counts['drawn']} images ({counts['wrong']} with a wrong number) to {args.output}")
     if counts["unreadable"]:
         print(f"Skipped {counts['unreadable']} unreadable images (see the warnings above)")
@@ -81,5 +80,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    main(argument_parser().parse_args())
+    run_tool(main)

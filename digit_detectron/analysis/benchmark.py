@@ -59,13 +59,17 @@ def format_result(result):
 
 
 def report(result, output=None):
-    """Print ``result`` as a table, then write it as JSON to ``output`` (atomically) or print the JSON."""
-    print(format_result(result))
+    """
+    The text a benchmark tool prints: ``result`` as a table, then where its JSON was written
+    (``output``, atomically), or without ``output`` the JSON itself.
+    """
+    lines = [format_result(result)]
     if output:
         atomic_write_json(output, result, indent=2)
-        print(f"Wrote {output}")
+        lines.append(f"Wrote {output}")
     else:
-        print(json.dumps(result))
+        lines.append(json.dumps(result))
+    return "\n".join(lines)
 
 
 def select_images(dataset_dicts, num_images, is_train, order="dataset", dataset_name="dataset"):

@@ -1,5 +1,6 @@
 """Compare training runs that differ in one setting (e.g. the IoU loss type): a table and a figure."""
 import math
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from matplotlib.figure import Figure
 
 from .plots import read_metrics, series
 from ..utils.io import atomic_open
+
+logger = logging.getLogger(__name__)
 
 ABLATION_METRICS = (
     "bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl", "bbox/AR100", "number/accuracy",
@@ -41,7 +44,7 @@ def _cost(metrics, batch_size):
     return (train, speeds[-1] if len(speeds) else None, minutes[-1] if len(minutes) else None)
 
 
-def summarize_ablation(runs, out_dir, title="Ablation"):
+def summarize_runs(runs, out_dir, title="Ablation"):
     """
     ``runs``: {name: metrics.json path}. Writes ``out_dir/ablation.md`` (last evaluation of each run,
     its best AP, training and evaluation images/s and minutes) and ``out_dir/ablation.png`` (each
@@ -143,11 +146,11 @@ def train_runs(runs, output_dir, train_net):
         out = os.path.join(output_dir, name)
         metrics[name] = os.path.join(out, "metrics.json")
         if os.path.isfile(os.path.join(out, "model_final.pth")):
-            print(f"[{i}/{len(runs)} {name}] finished earlier: {out}")
+            logger.info(f"[{i}/{len(runs)} {name}] finished earlier: {out}")
             continue
         cmd = [sys.executable, train_net, "--config-file", config_file, *opts, "OUTPUT_DIR", out]
         if os.path.isfile(os.path.join(out, "last_checkpoint")):
             cmd.insert(2, "--resume")
-        print(f"[{i}/{len(runs)} {name}] training: {' '.join(cmd)}", flush=True)
+        logger.info(f"[{i}/{len(runs)} {name}] training: {' '.join(cmd)}")
         subprocess.run(cmd, check=True)
     return metrics

@@ -1,5 +1,8 @@
 """
-PNG plots of a training run's ``metrics.json`` (detectron2's JSONWriter: one json object per line).
+PNG plots of a training run's ``metrics.json`` (detectron2's JSONWriter: one json object per line):
+``loss.png`` (loss terms), ``schedule.png`` (learning rate, IoU-loss lambda), ``validation.png`` (AP,
+AR, number accuracy), ``time.png`` (s/iteration, data time) and ``learning_curve.png`` (AP, AP50 and
+number accuracy against minutes of training).
 
 ``plot_metrics`` survives what real runs leave behind: missing keys, NaN, a partial last line of a
 killed run (glued to the first line of the resumed run, since JSONWriter appends) and the iterations
@@ -15,6 +18,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..utils.io import atomic_open
+from ..utils.errors import DigitError
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +32,7 @@ AP_KEYS = ("bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/AP
 COUNT_KEYS = ("number/num_images",)
 
 
-class MetricsError(ValueError):
+class MetricsError(DigitError, ValueError):
     """A metrics file is missing or holds no metrics; the message names the file."""
 
 

@@ -9,6 +9,7 @@ from torch import nn
 from detectron2.checkpoint import DetectionCheckpointer
 
 from ..utils.io import atomic_open
+from ..utils.errors import DigitError
 
 __all__ = ["CheckpointError", "DigitCheckpointer"]
 
@@ -19,7 +20,7 @@ logger = logging.getLogger(__name__)
 _RESIZABLE_LAYERS = {"cls_score": 0.01, "bbox_pred": 0.001, "objectness_logits": 0.01, "anchor_deltas": 0.01}
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DigitError, ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names the file and the problem."""
 
 

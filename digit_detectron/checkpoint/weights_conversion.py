@@ -14,6 +14,7 @@ import re
 import torch
 
 from ..utils.io import atomic_open
+from ..utils.errors import DigitError
 
 __all__ = [
     "ConversionError",
@@ -25,7 +26,7 @@ __all__ = [
 ]
 
 
-class ConversionError(ValueError):
+class ConversionError(DigitError, ValueError):
     """Weights that the converter does not understand; the message names the file or the tensors."""
 
 

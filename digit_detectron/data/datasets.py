@@ -16,10 +16,13 @@ import os
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from ..utils.errors import DigitError
+
 logger = logging.getLogger(__name__)
 
 DIGIT_CLASSES = [str(d) for d in range(10)]
 DATASET_ID_TO_CONTIGUOUS = {d + 1: d for d in range(10)}
+CONTIGUOUS_TO_DATASET_ID = {v: k for k, v in DATASET_ID_TO_CONTIGUOUS.items()}
 # Folder / json stems accepted for each split, in order of preference.
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
@@ -28,7 +31,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 EDGE_TOLERANCE = 10
 
 
-class DatasetError(ValueError):
+class DatasetError(DigitError, ValueError):
     """A dataset file is missing or malformed; the message names the file and the problem."""
 
 
@@ -182,3 +185,11 @@ def register_digits(root, prefix="digits"):
         )
         names.append(name)
     return names
+
+
+def get_dataset_dicts(name):
+    """The dataset dicts of a registered dataset; an unknown name is a DatasetError listing the digit datasets."""
+    if name not in DatasetCatalog.list():
+        digit_names = ", ".join(n for n in DatasetCatalog.list() if n.startswith("digits"))
+        raise DatasetError(f"dataset '{name}' is not registered (digit datasets: {digit_names})")
+    return DatasetCatalog.get(name)

@@ -3,9 +3,10 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from detectron2.data.detection_utils import convert_PIL_to_numpy
+from ..utils.errors import DigitError
 
 
-class ImageReadError(OSError):
+class ImageReadError(DigitError, OSError):
     """An image file cannot be decoded; the message names the file and the problem."""
 
 

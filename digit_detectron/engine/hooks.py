@@ -31,9 +31,12 @@ class EpochHook(HookBase):
     def before_step(self):
         epoch = epoch_of_iteration(self.trainer.iter, self.iters_per_epoch)
         model = _unwrap(self.trainer.model)
-        for module in model.modules():
-            if module is not model and hasattr(module, "set_epoch"):
-                module.set_epoch(epoch)
+        told = []  # modules told; their submodules (e.g. the ROI heads' box predictor) hear it from them
+        for name, module in model.named_modules():
+            if module is model or not hasattr(module, "set_epoch") or any(name.startswith(t + ".") for t in told):
+                continue
+            module.set_epoch(epoch)
+            told.append(name)
         storage = self.trainer.storage
         storage.put_scalar("epoch", self.trainer.iter / self.iters_per_epoch, smoothing_hint=False)
         # Minutes since this process started training (evaluation included), for learning curves.

@@ -3,7 +3,7 @@ Warm start for training from scratch: pre-train the detector's bottom-up backbon
 classifier (digits 0..9 + background) on small crops cut from the training images.
 
 Classifying 32-px crops costs a fraction of a detector step, so on a CPU the backbone learns digit
-features in minutes; the detector then starts from them (issue #10's recipe, README "CPU recipe").
+features in minutes; the detector then starts from them (the recipe of configs/digits_cpu.yaml, README "The CPU recipe").
 """
 import hashlib
 import json

@@ -18,9 +18,6 @@ from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
 from .hooks import EpochHook, PlotMetricsHook
 
-logger = logging.getLogger(__name__)
-
-
 class DigitTrainer(DefaultTrainer):
     """
     DefaultTrainer with: AdamW or SGD (SOLVER.OPTIMIZER); the digit mapper (no flips, colour jitter,
@@ -29,7 +26,8 @@ class DigitTrainer(DefaultTrainer):
     """
 
     def __init__(self, cfg):
-        # DefaultTrainer.__init__, except that DDP gets device_ids=None on CPU.
+        # DefaultTrainer.__init__ with one change: it offers no hook between build_model and its
+        # create_ddp_model(device_ids=[local_rank]), which DDP rejects for a CPU model; here device_ids=None on CPU.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
             setup_logger()

@@ -3,7 +3,7 @@ import itertools
 import logging
 from collections import OrderedDict
 
-import torch
+import numpy as np
 
 import detectron2.utils.comm as comm
 from detectron2.data import DatasetCatalog
@@ -13,6 +13,19 @@ from detectron2.structures import BoxMode
 from ..inference.number_reader import NumberReader, digits_to_number, reading_order
 
 
+def record_ground_truth(record):
+    """``{"boxes" (XYXY numpy), "classes" (0..9), "number"}`` of a labelled dataset dict, else None."""
+    if "annotations" not in record:
+        return None
+    annos = record["annotations"]
+    boxes = np.asarray(
+        [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos], dtype=float
+    ).reshape(-1, 4)
+    classes = np.asarray([a["category_id"] for a in annos], dtype=int)
+    number = digits_to_number(classes[reading_order(boxes).numpy()])
+    return {"boxes": boxes, "classes": classes, "number": number}
+
+
 def ground_truth_numbers(dataset_name):
     """``{image_id: number}`` of a registered dataset: its annotated digits (contiguous ids 0..9) in reading order."""
     records = DatasetCatalog.get(dataset_name)
@@ -20,10 +33,8 @@ def ground_truth_numbers(dataset_name):
         raise ValueError(f"dataset '{dataset_name}' has no annotations: number accuracy needs a labelled split")
     numbers = {}
     for record in records:
-        anns = record.get("annotations", [])
-        boxes = [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in anns]
-        order = reading_order(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)).tolist()
-        numbers[record["image_id"]] = digits_to_number([anns[i]["category_id"] for i in order])
+        truth = record_ground_truth(record)
+        numbers[record["image_id"]] = truth["number"] if truth else -1
     return numbers
 
 

@@ -16,10 +16,11 @@ from pycocotools.cocoeval import COCOeval
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
-from detectron2.structures import Boxes, BoxMode, Instances
+from detectron2.structures import Boxes, Instances
 
 from ..inference.number_reader import NumberReader, class_agnostic_nms, read_after_nms
-from ..inference.predictor import CONTIGUOUS_TO_DATASET_ID, DigitPredictor, PredictionRun
+from ..inference.predictor import DigitPredictor, PredictionRun
+from ..inference.submission import pred_json_entries
 from ..utils.io import atomic_open
 from .number_accuracy import NumberAccuracyEvaluator
 
@@ -69,7 +70,8 @@ def search_reader_thresholds(detections, ground_truth, score_grid, nms_grid, max
 
 def pred_json_aps(detections, dataset_name, score_grid):
     """
-    COCO box AP (percent, pycocotools as in COCOEvaluator) of the detections scoring >= each threshold.
+    COCO box AP (percent, pycocotools as in COCOEvaluator) of the detections scoring >= each threshold,
+    encoded as pred.json encodes them (``submission.pred_json_entries``).
     Returns ``[(thresh, AP)]`` by increasing threshold; AP is nan when no box is kept.
     """
     coco_gt = COCO()
@@ -79,15 +81,9 @@ def pred_json_aps(detections, dataset_name, score_grid):
     results = []
     for thresh in sorted(set(score_grid)):
         coco_results = [
-            {
-                "image_id": d["image_id"],
-                "category_id": CONTIGUOUS_TO_DATASET_ID[int(c)],
-                "bbox": BoxMode.convert(b.tolist(), BoxMode.XYXY_ABS, BoxMode.XYWH_ABS),
-                "score": float(s),
-            }
+            entry
             for d in detections
-            for b, s, c in zip(d["boxes"], d["scores"], d["classes"])
-            if s >= thresh
+            for entry in pred_json_entries(d["boxes"], d["scores"], d["classes"], d["image_id"], thresh)
         ]
         if not coco_results:
             results.append((thresh, math.nan))

@@ -5,3 +5,5 @@ torchvision backbones (BACKBONE_REGISTRY).
 from .iou_loss import IOU_LOSS_TYPES, box_iou_loss, iou_loss_lambda
 from .roi_heads import DigitFastRCNNOutputLayers, DigitROIHeads
 from .torchvision_backbone import TorchvisionBackbone, build_torchvision_backbone, build_torchvision_fpn_backbone
+
+__all__ = ["IOU_LOSS_TYPES", "box_iou_loss", "iou_loss_lambda", "DigitFastRCNNOutputLayers", "DigitROIHeads", "TorchvisionBackbone", "build_torchvision_backbone", "build_torchvision_fpn_backbone"]

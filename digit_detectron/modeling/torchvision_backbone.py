@@ -14,6 +14,8 @@ from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 
+from ..checkpoint.weights_conversion import load_torchvision_state_dict
+
 STAGE_NAMES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 # State-dict prefixes of the classifier heads, which the backbone does not use.
 _HEAD_PREFIXES = ("classifier.", "fc.")
@@ -45,7 +47,7 @@ class TorchvisionBackbone(Backbone):
             raise ValueError(f"torchvision.models has no {arch!r}")
         net = builder(weights=None)
         if weights:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
+            state = load_torchvision_state_dict(weights)
             state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
             missing, unexpected = net.load_state_dict(state, strict=False)
             missing = [k for k in missing if not k.startswith(_HEAD_PREFIXES)]
