@@ -4,6 +4,7 @@ detectron2 itself is not listed in ``install_requires``: it has no official PyPI
 ``tools/setup_env.sh`` installs the pure-Python package of ``sal-detectron2==0.7.2`` (see README),
 and an already importable detectron2 (e.g. a CUDA build) is kept.
 """
+
 from setuptools import find_packages, setup
 
 # Version bounds that the test suite runs with (Python 3.11, CPU).

@@ -12,6 +12,7 @@ Both take their images from the front of the same split in the same order (the b
 ~50x slower, times fewer of them). Writes OUTPUT/benchmark_<task>.json (ours),
 OUTPUT/torchvision_<task>.json and OUTPUT/comparison.json, and prints the table with the ratios.
 """
+
 import argparse
 import json
 import os
@@ -30,7 +31,16 @@ BENCHMARK = os.path.join(REPO_ROOT, "tools", "benchmark.py")
 BASELINE = os.path.join(REPO_ROOT, "benchmarks", "torchvision_baseline.py")
 
 HEADERS = [
-    "task", "pipeline", "config", "batch", "timed iters", "s/iter", "CPU s/iter", "images/s", "padding", "peak RSS MiB",
+    "task",
+    "pipeline",
+    "config",
+    "batch",
+    "timed iters",
+    "s/iter",
+    "CPU s/iter",
+    "images/s",
+    "padding",
+    "peak RSS MiB",
 ]
 
 
@@ -38,17 +48,45 @@ def commands(args, task, output_dir):
     """The two command lines (ours, torchvision) that time ``task``, each writing its JSON."""
     threads = ["--threads", str(args.threads)] if args.threads else []
     ours = [
-        sys.executable, BENCHMARK, "--config-file", args.config_file, "--task", task,
-        "--dataset-root", args.dataset_root, "--images", str(args.images), "--warmup", str(args.warmup),
-        "--output", output_dir, *threads,
+        sys.executable,
+        BENCHMARK,
+        "--config-file",
+        args.config_file,
+        "--task",
+        task,
+        "--dataset-root",
+        args.dataset_root,
+        "--images",
+        str(args.images),
+        "--warmup",
+        str(args.warmup),
+        "--output",
+        output_dir,
+        *threads,
         *(["--batch-size", str(args.inference_batch_size)] if task == "inference" else []),
-        "MODEL.WEIGHTS", "", *args.opts,
+        "MODEL.WEIGHTS",
+        "",
+        *args.opts,
     ]
     baseline = [
-        sys.executable, BASELINE, "--task", task, "--dataset-root", args.dataset_root,
-        "--images", str(args.baseline_images), "--batch-size", str(args.baseline_batch_size),
-        "--warmup", str(args.baseline_warmup), "--min-size", str(args.baseline_min_size),
-        "--max-size", str(args.baseline_max_size), "--output", output_dir,
+        sys.executable,
+        BASELINE,
+        "--task",
+        task,
+        "--dataset-root",
+        args.dataset_root,
+        "--images",
+        str(args.baseline_images),
+        "--batch-size",
+        str(args.baseline_batch_size),
+        "--warmup",
+        str(args.baseline_warmup),
+        "--min-size",
+        str(args.baseline_min_size),
+        "--max-size",
+        str(args.baseline_max_size),
+        "--output",
+        output_dir,
         *threads,
     ]
     return ours, baseline
@@ -70,10 +108,20 @@ def compare(results):
     for task, (ours, ref) in results.items():
         ratios[task] = ours["images_per_s"] / ref["images_per_s"]
         for name, r in (("digit_detectron", ours), ("torchvision reference", ref)):
-            rows.append([
-                task, name, r["config"], r["batch_size"], r["iterations_timed"], r["s_per_iter"], r["cpu_s_per_iter"],
-                r["images_per_s"], r["padding_fraction"], r["peak_rss_mb"],
-            ])
+            rows.append(
+                [
+                    task,
+                    name,
+                    r["config"],
+                    r["batch_size"],
+                    r["iterations_timed"],
+                    r["s_per_iter"],
+                    r["cpu_s_per_iter"],
+                    r["images_per_s"],
+                    r["padding_fraction"],
+                    r["peak_rss_mb"],
+                ]
+            )
     return rows, ratios
 
 
@@ -93,8 +141,9 @@ def main(argv=None):
     for task, ratio in ratios.items():
         print(f"{task}: digit_detectron processes {ratio:.1f}x the images per second of the torchvision reference")
     path = os.path.join(args.output, "comparison.json")
-    atomic_write_json(path, {"ratios": ratios, "machine": machine, "rows": [dict(zip(HEADERS, r)) for r in rows]},
-                      indent=2)
+    atomic_write_json(
+        path, {"ratios": ratios, "machine": machine, "rows": [dict(zip(HEADERS, r)) for r in rows]}, indent=2
+    )
     print(f"Wrote {path}")
     return ratios
 
@@ -110,7 +159,9 @@ def get_parser():
     parser.add_argument("--inference-batch-size", type=int, default=8, help="our inference batch (default 8)")
     parser.add_argument("--baseline-images", type=int, default=4, help="images the baseline times (default 4)")
     parser.add_argument(
-        "--baseline-batch-size", type=int, default=2,
+        "--baseline-batch-size",
+        type=int,
+        default=2,
         help="baseline batch (reference: 8; default 2: a training step at 800 px takes ~35 s on one core)",
     )
     parser.add_argument("--baseline-min-size", type=int, default=800, help="baseline short side (reference: 800)")

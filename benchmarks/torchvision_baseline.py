@@ -14,20 +14,20 @@ fraction 0.25, score and NMS thresholds 0.5, batch 8, AdamW (lr 1e-4, weight dec
 with PIL and converted with ``to_tensor``. Every training step also runs the model in eval mode on
 the batch without gradients and adds an IoU term computed from those predictions to the loss.
 """
+
 import os
 import statistics
 import time
 
 import torch
+from detectron2.data import DatasetCatalog
+from detectron2.utils.env import seed_all_rng
 from PIL import Image
 from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import box_iou
 from torchvision.transforms.functional import to_tensor
-
-from detectron2.data import DatasetCatalog
-from detectron2.utils.env import seed_all_rng
 
 from digit_detectron.analysis.benchmark import (
     machine_info,
@@ -114,8 +114,17 @@ def make_inference_step(model):
     return step
 
 
-def benchmark_reference(dataset_dicts, task="train", num_images=8, batch_size=8, warmup=1,
-                        min_size=800, max_size=1333, dataset_name="dataset", seed=0):
+def benchmark_reference(
+    dataset_dicts,
+    task="train",
+    num_images=8,
+    batch_size=8,
+    warmup=1,
+    min_size=800,
+    max_size=1333,
+    dataset_name="dataset",
+    seed=0,
+):
     """Time the reference pipeline like ``digit_detectron.analysis.benchmark.benchmark`` times a config."""
     seed_all_rng(seed)
     is_train = task == "train"
@@ -169,11 +178,19 @@ def main(argv=None):
     register_digits(args.dataset_root, DATASET_PREFIX)
     name = f"{DATASET_PREFIX}_{split}"
     result = benchmark_reference(
-        DatasetCatalog.get(name), args.task, args.images, args.batch_size, args.warmup,
-        args.min_size, args.max_size, dataset_name=name, seed=args.seed,
+        DatasetCatalog.get(name),
+        args.task,
+        args.images,
+        args.batch_size,
+        args.warmup,
+        args.min_size,
+        args.max_size,
+        dataset_name=name,
+        seed=args.seed,
     )
-    result.update(config="torchvision fasterrcnn_resnet50_fpn_v2 (reference)", min_size=args.min_size,
-                  max_size=args.max_size)
+    result.update(
+        config="torchvision fasterrcnn_resnet50_fpn_v2 (reference)", min_size=args.min_size, max_size=args.max_size
+    )
     print(report(result, args.output and os.path.join(args.output, f"torchvision_{args.task}.json")))
     return result
 

@@ -27,8 +27,8 @@ def get_parser():
     parser.add_argument(
         "--geometry",
         default=None,
-        help=f"COCO json of real SVHN boxes to copy sizes and layouts from (default: {os.path.normpath(DEFAULT_GEOMETRY)} "
-        f"if present); '{PARAMETRIC}' uses the built-in statistics instead",
+        help="COCO json of real SVHN boxes to copy sizes and layouts from "
+        f"(default: {os.path.normpath(DEFAULT_GEOMETRY)} if present); '{PARAMETRIC}' uses the built-in statistics",
     )
     parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing splits under ROOT")

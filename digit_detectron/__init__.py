@@ -16,4 +16,11 @@ from .data.datasets import default_dataset_root
 
 register_digits(default_dataset_root())
 
-__all__ = ["add_digit_config", "apply_test_mode", "default_dataset_root", "get_digit_cfg", "modeling", "register_digits"]
+__all__ = [
+    "add_digit_config",
+    "apply_test_mode",
+    "default_dataset_root",
+    "get_digit_cfg",
+    "modeling",
+    "register_digits",
+]

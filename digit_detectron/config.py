@@ -1,8 +1,8 @@
 """Config keys of the digit_detectron plugin."""
+
 import os
 
 import yaml
-
 from detectron2.config import CfgNode as CN
 
 from .utils.errors import ConfigError

@@ -1,4 +1,5 @@
 """Shared fixtures: tiny digit datasets written to disk in the HW2 layout."""
+
 import json
 import os
 
@@ -55,15 +56,24 @@ def write_digit_dataset(root, counts=(8, 4, 3), seed=0, valid_name="valid"):
             for d, box in zip(digits, boxes):
                 box = [int(v) for v in box]
                 annotations.append(
-                    {"id": len(annotations) + 1, "image_id": image_id, "bbox": box, "category_id": d + 1,
-                     "area": box[2] * box[3], "iscrowd": 0}
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "bbox": box,
+                        "category_id": d + 1,
+                        "area": box[2] * box[3],
+                        "iscrowd": 0,
+                    }
                 )
             image_id += 1
         if split != "test":
             with open(os.path.join(root, split + ".json"), "w") as f:
                 json.dump(
-                    {"images": images, "annotations": annotations,
-                     "categories": [{"id": d + 1, "name": str(d)} for d in range(10)]},
+                    {
+                        "images": images,
+                        "annotations": annotations,
+                        "categories": [{"id": d + 1, "name": str(d)} for d in range(10)],
+                    },
                     f,
                 )
     return str(root)
@@ -77,12 +87,20 @@ def digit_root(tmp_path):
 def tiny_model_opts(output_dir):
     """Opts that make configs/digits_cpu.yaml fast enough for tests."""
     return [
-        "OUTPUT_DIR", str(output_dir),
-        "MODEL.FPN.OUT_CHANNELS", "32",
-        "MODEL.ROI_BOX_HEAD.FC_DIM", "64",
-        "MODEL.RPN.POST_NMS_TOPK_TRAIN", "64",
-        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "32",
-        "SOLVER.IMS_PER_BATCH", "2",
-        "DATALOADER.NUM_WORKERS", "0",
-        "DIGITS.PRETRAIN.ENABLED", "False",  # tests that pre-train say so
+        "OUTPUT_DIR",
+        str(output_dir),
+        "MODEL.FPN.OUT_CHANNELS",
+        "32",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "64",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "64",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "32",
+        "SOLVER.IMS_PER_BATCH",
+        "2",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "DIGITS.PRETRAIN.ENABLED",
+        "False",  # tests that pre-train say so
     ]

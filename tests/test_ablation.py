@@ -1,4 +1,5 @@
 """The ablation summary on metrics files the test writes; experiments files and tools/run_experiments.py."""
+
 import json
 import os
 import subprocess
@@ -21,8 +22,18 @@ def _write_metrics(path, aps):
         for i, ap in enumerate(aps):
             it = 10 * (i + 1) - 1
             f.write(json.dumps({"iteration": it, "total_loss": 1.0 / (i + 1), "loss_cls": 0.5}) + "\n")
-            f.write(json.dumps({"iteration": it, "bbox/AP": ap, "bbox/AP50": ap + 20, "bbox/AR100": ap + 5,
-                                "number/accuracy": ap / 100}) + "\n")
+            f.write(
+                json.dumps(
+                    {
+                        "iteration": it,
+                        "bbox/AP": ap,
+                        "bbox/AP50": ap + 20,
+                        "bbox/AR100": ap + 5,
+                        "number/accuracy": ap / 100,
+                    }
+                )
+                + "\n"
+            )
 
 
 def test_summary_table_and_figure(tmp_path):
@@ -62,7 +73,9 @@ def _write_experiments(path, text):
 
 
 def test_experiments_file_gives_each_run_its_config_and_opts(tmp_path):
-    path = _write_experiments(tmp_path / "e.yaml", """
+    path = _write_experiments(
+        tmp_path / "e.yaml",
+        """
 title: lr sweep
 config_file: configs/a.yaml
 opts: [SOLVER.MAX_ITER, 10]
@@ -70,7 +83,8 @@ runs:
   base: []
   fast: [SOLVER.BASE_LR, 0.01]
   other: {config_file: configs/b.yaml, opts: [SEED, 1]}
-""")
+""",
+    )
     title, runs = load_experiments(path)
     assert title == "lr sweep"
     assert runs == {
@@ -99,12 +113,23 @@ def test_bad_experiments_file_names_file_and_problem(tmp_path, text, problem):
 
 def test_run_experiments_trains_tabulates_and_keeps_finished_runs(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 2, 1))
-    opts = tiny_model_opts("unused")[2:] + ["SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "2", "SOLVER.WARMUP_ITERS", "0",
-                                            "DIGITS.PLOT_AT_END", "False"]
-    path = _write_experiments(tmp_path / "e.yaml", (
-        f"title: tiny\nconfig_file: {CONFIG}\nopts: {json.dumps(opts)}\n"
-        "runs:\n  adamw: []\n  sgd: [SOLVER.OPTIMIZER, SGD, SOLVER.BASE_LR, 0.01]\n"
-    ))
+    opts = tiny_model_opts("unused")[2:] + [
+        "SOLVER.MAX_ITER",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "2",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "DIGITS.PLOT_AT_END",
+        "False",
+    ]
+    path = _write_experiments(
+        tmp_path / "e.yaml",
+        (
+            f"title: tiny\nconfig_file: {CONFIG}\nopts: {json.dumps(opts)}\n"
+            "runs:\n  adamw: []\n  sgd: [SOLVER.OPTIMIZER, SGD, SOLVER.BASE_LR, 0.01]\n"
+        ),
+    )
     out = tmp_path / "out"
     cmd = [sys.executable, RUN_EXPERIMENTS, path, "--output", str(out)]
     env = dict(os.environ, DIGITS_DATASET_ROOT=root)
@@ -132,12 +157,27 @@ def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
         (out / loss_type / "model_final.pth").write_bytes(b"")  # finished: not trained again
         _write_metrics(out / loss_type / "metrics.json", aps)
     proc = subprocess.run(
-        [sys.executable, os.path.join(REPO_ROOT, "tools", "ablate_loss.py"), "--config-file", CONFIG,
-         "--output", str(out), "--types", "none", "diou"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
+        [
+            sys.executable,
+            os.path.join(REPO_ROOT, "tools", "ablate_loss.py"),
+            "--config-file",
+            CONFIG,
+            "--output",
+            str(out),
+            "--types",
+            "none",
+            "diou",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("finished earlier") == 2
-    rows = {line.split("|")[1].strip(): line for line in open(out / "ablation.md").read().splitlines()
-            if line.startswith("| ")}
+    rows = {
+        line.split("|")[1].strip(): line
+        for line in open(out / "ablation.md").read().splitlines()
+        if line.startswith("| ")
+    }
     assert rows["none"].split("|")[2].strip() == "20.00" and rows["diou"].split("|")[2].strip() == "22.00"

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from detectron2.modeling import build_backbone
 from detectron2.structures import ImageList
+
 from digit_detectron import get_digit_cfg
 from digit_detectron.analysis.anchors import (
     AnchorLayout,
@@ -24,7 +24,6 @@ from digit_detectron.data import load_digits_json
 from digit_detectron.utils.cli import run_tool
 
 from conftest import REPO_ROOT, SVHN_GEOMETRY
-
 
 CPU_CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 # One anchor size per level p2..p6 (strides 4..64), square plus two elongated ratios, offset 0.

@@ -1,4 +1,5 @@
 """tools/benchmark.py, benchmarks/torchvision_baseline.py and benchmarks/compare_torchvision.py on tiny images."""
+
 import importlib.util
 import json
 import os
@@ -83,8 +84,9 @@ def test_benchmark_train_and_inference(root, tmp_path):
 def test_predict_task_runs_the_predictor_on_files_of_an_unlabelled_split(root, tmp_path):
     register_digits(root, "benchtest")
     # The test split has no json: the aspect order reads each file's size from its header.
-    result = benchmark(tiny_cfg(tmp_path), "predict", "benchtest_test", num_images=3, batch_size=3, warmup=0,
-                       order="aspect")
+    result = benchmark(
+        tiny_cfg(tmp_path), "predict", "benchtest_test", num_images=3, batch_size=3, warmup=0, order="aspect"
+    )
     check_timing(result, batch_size=3, timed=1)
     assert "data_s_per_image" not in result  # decoding is inside the timed step
 
@@ -124,9 +126,28 @@ def run_tool(*args):
 
 def test_benchmark_tool_prints_table_and_writes_json(root, tmp_path):
     out = tmp_path / "bench" / "benchmark_inference.json"
-    proc = run_tool(BENCHMARK, "--config-file", CONFIG, "--task", "inference", "--dataset-root", root,
-                    "--images", "2", "--batch-size", "2", "--warmup", "0", "--threads", "1", "--output", str(out.parent),
-                    *tiny_model_opts(tmp_path), "MODEL.WEIGHTS", "")
+    proc = run_tool(
+        BENCHMARK,
+        "--config-file",
+        CONFIG,
+        "--task",
+        "inference",
+        "--dataset-root",
+        root,
+        "--images",
+        "2",
+        "--batch-size",
+        "2",
+        "--warmup",
+        "0",
+        "--threads",
+        "1",
+        "--output",
+        str(out.parent),
+        *tiny_model_opts(tmp_path),
+        "MODEL.WEIGHTS",
+        "",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Wrote {out}" in proc.stdout and "| images_per_s" in proc.stdout
     result = json.loads(out.read_text())
@@ -136,8 +157,9 @@ def test_benchmark_tool_prints_table_and_writes_json(root, tmp_path):
 
 
 def test_benchmark_tool_missing_dataset_is_a_clear_error(tmp_path):
-    proc = run_tool(BENCHMARK, "--config-file", CONFIG, "--dataset-root", str(tmp_path / "nowhere"),
-                    "MODEL.WEIGHTS", "")
+    proc = run_tool(
+        BENCHMARK, "--config-file", CONFIG, "--dataset-root", str(tmp_path / "nowhere"), "MODEL.WEIGHTS", ""
+    )
     assert proc.returncode != 0
     assert "error: digit dataset split 'train' not found under" in proc.stderr and "nowhere" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -189,11 +211,36 @@ def test_reference_train_step_adds_an_eval_forward(root, baseline):
 
 def test_compare_runs_both_sides_and_prints_the_ratio(root, tmp_path):
     out = tmp_path / "cmp"
-    proc = run_tool(COMPARE, "--dataset-root", root, "--config-file", CONFIG, "--output", str(out),
-                    "--tasks", "inference", "--images", "2", "--warmup", "0", "--inference-batch-size", "2",
-                    "--baseline-images", "1", "--baseline-batch-size", "1", "--baseline-warmup", "0",
-                    "--baseline-min-size", "32", "--baseline-max-size", "64", "--threads", "1",
-                    *tiny_model_opts(tmp_path))
+    proc = run_tool(
+        COMPARE,
+        "--dataset-root",
+        root,
+        "--config-file",
+        CONFIG,
+        "--output",
+        str(out),
+        "--tasks",
+        "inference",
+        "--images",
+        "2",
+        "--warmup",
+        "0",
+        "--inference-batch-size",
+        "2",
+        "--baseline-images",
+        "1",
+        "--baseline-batch-size",
+        "1",
+        "--baseline-warmup",
+        "0",
+        "--baseline-min-size",
+        "32",
+        "--baseline-max-size",
+        "64",
+        "--threads",
+        "1",
+        *tiny_model_opts(tmp_path),
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = json.loads((out / "benchmark_inference.json").read_text())
     ref = json.loads((out / "torchvision_inference.json").read_text())

@@ -1,16 +1,16 @@
 """Shipped configs load, build, and keep the digit-specific choices."""
+
 import glob
 import os
 
 import pytest
 import torch
-
+from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import build_digit_augmentation
 from digit_detectron.data.transforms import RandomColorJitter, RandomGaussianBlur
-from detectron2.data import transforms as T
 
 from conftest import REPO_ROOT
 

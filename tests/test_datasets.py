@@ -1,9 +1,9 @@
 """Dataset registration in detectron2's catalogs, on datasets the tests write."""
+
 import json
 import os
 
 import pytest
-
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 

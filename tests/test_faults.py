@@ -2,6 +2,7 @@
 Faults: bad images met in training, a non-finite loss, SIGKILLed training resumed with --resume,
 and atomic writes that survive an exception or a SIGKILL of the writer.
 """
+
 import json
 import os
 import signal
@@ -15,12 +16,13 @@ import cv2
 import pytest
 import torch
 
-from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 from digit_detectron import get_digit_cfg
 from digit_detectron.checkpoint import DigitCheckpointer
 from digit_detectron.data import register_digits
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.utils.io import atomic_open, atomic_write_json
+
+from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
@@ -97,10 +99,25 @@ def test_non_finite_loss_names_iteration_and_term_and_keeps_last_checkpoint(tmp_
     # An infinite IoU-loss weight from epoch 1 (iteration 2) on, mixed into loss_box_reg only;
     # the checkpoint of iteration 1 is the last good one. (1e400 parses as float inf.)
     proc = run_train_net(
-        root, *tiny_model_opts(out), *QUICK, "SOLVER.MAX_ITER", "6", "SOLVER.CHECKPOINT_PERIOD", "2",
-        "DIGITS.ITERS_PER_EPOCH", "2", "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", "diou",
-        "MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO", "box_reg", "MODEL.ROI_BOX_HEAD.IOU_LOSS.START_EPOCH", "1",
-        "MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_START", "1e400", "MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_MAX", "1e400",
+        root,
+        *tiny_model_opts(out),
+        *QUICK,
+        "SOLVER.MAX_ITER",
+        "6",
+        "SOLVER.CHECKPOINT_PERIOD",
+        "2",
+        "DIGITS.ITERS_PER_EPOCH",
+        "2",
+        "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE",
+        "diou",
+        "MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO",
+        "box_reg",
+        "MODEL.ROI_BOX_HEAD.IOU_LOSS.START_EPOCH",
+        "1",
+        "MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_START",
+        "1e400",
+        "MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_MAX",
+        "1e400",
     )
     assert proc.returncode != 0
     checkpoint = out / "model_0000001.pth"
@@ -124,9 +141,19 @@ def test_exploding_weights_are_reported_at_their_iteration(tmp_path):
     register_digits(root, prefix="faults_lr")
     cfg = get_digit_cfg(
         CONFIG,
-        tiny_model_opts(tmp_path / "out") + QUICK + [
-            "DATASETS.TRAIN", "('faults_lr_train',)", "SOLVER.MAX_ITER", "3",
-            "SOLVER.WARMUP_ITERS", "0", "SOLVER.BASE_LR", "1e30", "SOLVER.CHECKPOINT_PERIOD", "100",
+        tiny_model_opts(tmp_path / "out")
+        + QUICK
+        + [
+            "DATASETS.TRAIN",
+            "('faults_lr_train',)",
+            "SOLVER.MAX_ITER",
+            "3",
+            "SOLVER.WARMUP_ITERS",
+            "0",
+            "SOLVER.BASE_LR",
+            "1e30",
+            "SOLVER.CHECKPOINT_PERIOD",
+            "100",
         ],
     )
     resolve_schedule(cfg, num_train_images=4)
@@ -145,14 +172,23 @@ def test_exploding_weights_are_reported_at_their_iteration(tmp_path):
 
 
 RESUME_OPTS = [
-    "SOLVER.MAX_ITER", "12", "SOLVER.CHECKPOINT_PERIOD", "4", "SOLVER.WARMUP_ITERS", "4",
-    "DIGITS.ITERS_PER_EPOCH", "2", "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", "diou",
-    "MODEL.ROI_BOX_HEAD.IOU_LOSS.START_EPOCH", "1",
+    "SOLVER.MAX_ITER",
+    "12",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "4",
+    "SOLVER.WARMUP_ITERS",
+    "4",
+    "DIGITS.ITERS_PER_EPOCH",
+    "2",
+    "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE",
+    "diou",
+    "MODEL.ROI_BOX_HEAD.IOU_LOSS.START_EPOCH",
+    "1",
 ]
 
 
 def uninterrupted_schedule(opts):
-    """lr and IoU-loss lambda of each iteration of an uninterrupted run: the scheduler stepped from 0, the ramp formula."""
+    """lr and IoU-loss lambda of each iteration of an uninterrupted run: the scheduler stepped from 0, the ramp."""
     from detectron2.solver import build_lr_scheduler
 
     cfg = resolve_schedule(get_digit_cfg(CONFIG, opts))
@@ -180,7 +216,9 @@ def test_sigkilled_training_resumes_on_the_same_schedule(tmp_path):
             deadline = time.monotonic() + 180
             tag = out / "last_checkpoint"
             while not (tag.is_file() and tag.read_text() == "model_0000003.pth"):
-                assert proc.poll() is None, "training ended before it could be killed:\n" + (tmp_path / "killed.log").read_text()[-3000:]
+                assert proc.poll() is None, (
+                    "training ended before it could be killed:\n" + (tmp_path / "killed.log").read_text()[-3000:]
+                )
                 assert time.monotonic() < deadline, "no checkpoint of iteration 3 in time"
                 time.sleep(0.02)
         finally:

@@ -1,4 +1,5 @@
 """read_image: every image mode a photo folder holds comes out as correct 8-bit RGB/BGR; bad files name themselves."""
+
 import os
 
 import numpy as np
@@ -133,8 +134,10 @@ def test_exif_orientation_is_applied(tmp_path, orientation, corners):
     assert out.shape == ((64, 40, 3) if orientation in (6, 8) else (40, 64, 3))
     h, w = out.shape[:2]
     at = {
-        "top-left": out[h // 4, w // 4], "top-right": out[h // 4, 3 * w // 4],
-        "bottom-left": out[3 * h // 4, w // 4], "bottom-right": out[3 * h // 4, 3 * w // 4],
+        "top-left": out[h // 4, w // 4],
+        "top-right": out[h // 4, 3 * w // 4],
+        "bottom-left": out[3 * h // 4, w // 4],
+        "bottom-right": out[3 * h // 4, 3 * w // 4],
     }
     for colour, corner in zip((RED, GREEN, BLUE), corners):
         assert (np.abs(at[corner] - colour) <= 24).all(), (corner, at[corner], colour)

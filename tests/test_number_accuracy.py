@@ -1,9 +1,9 @@
 """NumberAccuracyEvaluator on a registered dataset and hand-made predictions with a known answer."""
+
 import json
 
 import pytest
 import torch
-
 from detectron2.evaluation.testing import flatten_results_dict
 from detectron2.structures import Boxes, Instances
 
@@ -25,7 +25,14 @@ GROUND_TRUTH = {
 def dataset(tmp_path):
     images = [{"id": i, "file_name": f"{i}.png", "width": w, "height": h} for i, (w, h, _) in GROUND_TRUTH.items()]
     annotations = [
-        {"id": len(images) * i + k, "image_id": i, "bbox": box, "category_id": d + 1, "iscrowd": 0, "area": box[2] * box[3]}
+        {
+            "id": len(images) * i + k,
+            "image_id": i,
+            "bbox": box,
+            "category_id": d + 1,
+            "iscrowd": 0,
+            "area": box[2] * box[3],
+        }
         for i, (_, _, digits) in GROUND_TRUTH.items()
         for k, (d, box) in enumerate(digits)
     ]

@@ -1,4 +1,5 @@
 """Whole-number assembly from digit detections."""
+
 import collections
 import json
 import os
@@ -6,14 +7,18 @@ import os
 import numpy as np
 import pytest
 import torch
-
 from detectron2.structures import Boxes, Instances
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.inference.number_reader import NumberReader, digits_to_number, is_column, read_number, reading_order
+from digit_detectron.inference.number_reader import (
+    NumberReader,
+    digits_to_number,
+    is_column,
+    read_number,
+    reading_order,
+)
 
 from conftest import SVHN_GEOMETRY
-
 
 
 def digit_box(x, y=10, w=14, h=28):
@@ -21,7 +26,9 @@ def digit_box(x, y=10, w=14, h=28):
 
 
 def read(boxes, scores, classes, threshs=(0.7, 0.5, 0.3), nms=0.3, max_digits=6):
-    return read_number(np.array(boxes, np.float32), np.array(scores, np.float32), np.array(classes), threshs, nms, max_digits)
+    return read_number(
+        np.array(boxes, np.float32), np.array(scores, np.float32), np.array(classes), threshs, nms, max_digits
+    )
 
 
 def test_two_classes_on_one_digit_give_one_character():
@@ -86,8 +93,12 @@ def test_reader_from_config_numpy_torch_and_instances_agree():
     assert (reader.score_threshs, reader.nms_thresh, reader.max_digits) == ((0.6,), 0.3, 2)
     boxes = np.array([digit_box(40), digit_box(10), digit_box(25)], np.float32)
     scores, classes = np.array([0.9, 0.8, 0.65], np.float32), np.array([3, 2, 9])
-    instances = Instances((60, 80), pred_boxes=Boxes(torch.from_numpy(boxes)),
-                          scores=torch.from_numpy(scores), pred_classes=torch.from_numpy(classes))
+    instances = Instances(
+        (60, 80),
+        pred_boxes=Boxes(torch.from_numpy(boxes)),
+        scores=torch.from_numpy(scores),
+        pred_classes=torch.from_numpy(classes),
+    )
     assert reader(boxes, scores, classes) == reader(torch.from_numpy(boxes), torch.from_numpy(scores), classes) == 23
     assert reader.read_instances(instances) == 23
 

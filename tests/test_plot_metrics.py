@@ -1,4 +1,5 @@
 """digit_detectron.analysis.plots and tools/plot_metrics.py on metrics.json files the tests write."""
+
 import importlib.util
 import json
 import math
@@ -19,7 +20,6 @@ from digit_detectron.analysis.plots import (
     series,
     training_minutes,
 )
-
 from digit_detectron.utils.cli import run_tool
 
 from conftest import REPO_ROOT
@@ -37,9 +37,17 @@ def load_tool(name):
 
 def train_line(it, offset=0.0):
     line = {
-        "iteration": it, "total_loss": 3.0 - it / 200 + offset, "loss_cls": 1.0 - it / 400, "loss_box_reg": 0.5,
-        "loss_rpn_cls": 0.3 - it / 2000, "loss_rpn_loc": 0.1, "lr": 1e-3 * min(1.0, it / 100),
-        "time": 0.25, "data_time": 0.01, "eta_seconds": (400 - it) * 0.25, "epoch": it / IPE,
+        "iteration": it,
+        "total_loss": 3.0 - it / 200 + offset,
+        "loss_cls": 1.0 - it / 400,
+        "loss_box_reg": 0.5,
+        "loss_rpn_cls": 0.3 - it / 2000,
+        "loss_rpn_loc": 0.1,
+        "lr": 1e-3 * min(1.0, it / 100),
+        "time": 0.25,
+        "data_time": 0.01,
+        "eta_seconds": (400 - it) * 0.25,
+        "epoch": it / IPE,
     }
     if it >= 150:
         line.update(loss_iou=0.4, iou_loss_lambda=0.1 + 0.05 * (it // IPE - 3))
@@ -116,7 +124,11 @@ def test_plot_metrics_writes_every_plot(metrics_json, tmp_path):
     out = tmp_path / "plots"
     pngs = plot_metrics(str(metrics_json), str(out))
     assert [os.path.basename(p) for p in pngs] == [
-        "loss.png", "schedule.png", "validation.png", "time.png", "learning_curve.png"
+        "loss.png",
+        "schedule.png",
+        "validation.png",
+        "time.png",
+        "learning_curve.png",
     ]
     for path in pngs:
         assert_png(path)

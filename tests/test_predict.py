@@ -1,4 +1,5 @@
 """tools/predict.py and digit_detectron.inference.predictor on generated images with a randomly initialised model."""
+
 import csv
 import importlib.util
 import json
@@ -10,7 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
@@ -45,7 +45,12 @@ def checkpoint(tmp_path_factory):
 def model_opts(checkpoint, output_dir):
     # Score thresholds 0 make the random model's boxes reach pred.json and the reader.
     return tiny_model_opts(output_dir) + [
-        "MODEL.WEIGHTS", checkpoint, "DIGITS.PRED_JSON_SCORE_THRESH", "0.0", "DIGITS.READER.SCORE_THRESHS", "(0.0,)",
+        "MODEL.WEIGHTS",
+        checkpoint,
+        "DIGITS.PRED_JSON_SCORE_THRESH",
+        "0.0",
+        "DIGITS.READER.SCORE_THRESHS",
+        "(0.0,)",
     ]
 
 
@@ -66,8 +71,11 @@ def images(tmp_path_factory):
 
 
 def image_sizes(folder):
-    return {int(os.path.splitext(f)[0]): cv2.imread(str(folder / f)).shape[:2] for f in os.listdir(folder)
-            if f.endswith(".png") and int(os.path.splitext(f)[0]) in READABLE}
+    return {
+        int(os.path.splitext(f)[0]): cv2.imread(str(folder / f)).shape[:2]
+        for f in os.listdir(folder)
+        if f.endswith(".png") and int(os.path.splitext(f)[0]) in READABLE
+    }
 
 
 def read_csv(path):
@@ -79,9 +87,22 @@ def read_csv(path):
 def test_predict_tool_writes_pred_json_and_csv(checkpoint, images, tmp_path):
     out = tmp_path / "pred"
     proc = subprocess.run(
-        [sys.executable, PREDICT, "--config-file", CONFIG, "--input", str(images), "--output", str(out),
-         "--batch-size", "2", *model_opts(checkpoint, tmp_path)],
-        capture_output=True, text=True, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            PREDICT,
+            "--config-file",
+            CONFIG,
+            "--input",
+            str(images),
+            "--output",
+            str(out),
+            "--batch-size",
+            "2",
+            *model_opts(checkpoint, tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"Wrote {out / 'pred.json'} and {out / 'pred.csv'}" in proc.stdout
@@ -120,9 +141,21 @@ def test_non_integer_file_stem_is_a_clear_error(images, tmp_path):
     folder.mkdir()
     (folder / "house.png").write_bytes((images / "3.png").read_bytes())
     proc = subprocess.run(
-        [sys.executable, PREDICT, "--config-file", CONFIG, "--input", str(folder), "--output", str(tmp_path / "p"),
-         "MODEL.WEIGHTS", "unused.pth"],
-        capture_output=True, text=True, cwd=REPO_ROOT,
+        [
+            sys.executable,
+            PREDICT,
+            "--config-file",
+            CONFIG,
+            "--input",
+            str(folder),
+            "--output",
+            str(tmp_path / "p"),
+            "MODEL.WEIGHTS",
+            "unused.pth",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
     )
     assert proc.returncode != 0
     assert "house.png: file stem 'house' is not an integer image id" in proc.stderr
@@ -142,7 +175,16 @@ def test_id_map_names_the_images(checkpoint, images, tmp_path):
     coco.write_text(json.dumps({"images": [{"id": 21, "file_name": "front.png"}, {"id": 4, "file_name": "back.png"}]}))
     for id_map in (flat, coco):
         out = tmp_path / id_map.stem
-        args = ["--config-file", CONFIG, "--input", str(folder / "*.png"), "--output", str(out), "--id-map", str(id_map)]
+        args = [
+            "--config-file",
+            CONFIG,
+            "--input",
+            str(folder / "*.png"),
+            "--output",
+            str(out),
+            "--id-map",
+            str(id_map),
+        ]
         tool.main(args + model_opts(checkpoint, tmp_path))
         _, rows = read_csv(out / "pred.csv")
         assert [i for i, _ in rows] == [4, 21] and all(label >= 0 for _, label in rows)

@@ -1,10 +1,10 @@
 """Backbone pre-training on digit crops: crops, checkpoint, loading into the detector, cache."""
+
 import os
 
 import numpy as np
 import pytest
 import torch
-
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
@@ -58,8 +58,16 @@ def test_pretrained_checkpoint_fills_every_backbone_parameter(config, digit_root
 def test_maybe_pretrain_caches_the_warm_start(digit_root, tmp_path):
     register_digits(digit_root, "cache")
     opts = tiny_model_opts(tmp_path) + [
-        "DATASETS.TRAIN", "('cache_train',)", "DIGITS.PRETRAIN.ENABLED", "True", "DIGITS.PRETRAIN.STEPS", "2",
-        "DIGITS.PRETRAIN.BATCH_SIZE", "4", "DIGITS.PRETRAIN.CACHE_DIR", str(tmp_path / "cache"),
+        "DATASETS.TRAIN",
+        "('cache_train',)",
+        "DIGITS.PRETRAIN.ENABLED",
+        "True",
+        "DIGITS.PRETRAIN.STEPS",
+        "2",
+        "DIGITS.PRETRAIN.BATCH_SIZE",
+        "4",
+        "DIGITS.PRETRAIN.CACHE_DIR",
+        str(tmp_path / "cache"),
     ]
     cfg = get_digit_cfg(CONFIG, opts)
     path = maybe_pretrain(cfg)

@@ -1,4 +1,5 @@
 """Threshold search of tools/tune_reader.py: reader ladders, NMS and the pred.json score threshold."""
+
 import importlib.util
 import json
 import math
@@ -8,7 +9,6 @@ import shlex
 import numpy as np
 import pytest
 import torch
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
@@ -104,9 +104,22 @@ def test_tune_reader_tool_writes_a_mergeable_snippet(tmp_path, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     argv = (
-        ["--config-file", CONFIG, "--dataset", "tune_valid", "--output", str(tmp_path / "tuned"),
-         "--score-threshs", "0.9,0.5", "--nms-threshs", "0.3,0.5", "--pred-json-threshs", "0.0,0.5"]
-        + tiny_model_opts(tmp_path) + ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")]
+        [
+            "--config-file",
+            CONFIG,
+            "--dataset",
+            "tune_valid",
+            "--output",
+            str(tmp_path / "tuned"),
+            "--score-threshs",
+            "0.9,0.5",
+            "--nms-threshs",
+            "0.3,0.5",
+            "--pred-json-threshs",
+            "0.0,0.5",
+        ]
+        + tiny_model_opts(tmp_path)
+        + ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")]
     )
     result = tool.main(argv)
     printed = capsys.readouterr().out

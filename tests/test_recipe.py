@@ -2,6 +2,7 @@
 The CPU recipe learns: configs/digits_cpu.yaml, with its backbone pre-training warm start, trained
 briefly on a tiny set of the embedded synthetic default, beats its own first validation AP.
 """
+
 import json
 import os
 import subprocess
@@ -21,15 +22,38 @@ def test_short_recipe_run_improves_validation_ap_over_its_first_evaluation(tmp_p
     out = tmp_path / "out"
     opts = [
         # The recipe as shipped, on a smaller budget: 80 iterations of 8 images, evaluated every 20.
-        "SOLVER.EPOCHS", "0", "SOLVER.MAX_ITER", "80", "SOLVER.WARMUP_ITERS", "10",
-        "TEST.EVAL_PERIOD", "20", "DATALOADER.NUM_WORKERS", "0", "SEED", "0",
-        "DIGITS.PRETRAIN.STEPS", "150", "DIGITS.PRETRAIN.BATCH_SIZE", "64",
-        "DIGITS.PRETRAIN.CACHE_DIR", str(tmp_path / "cache"), "DIGITS.PLOT_AT_END", "False",
-        "OUTPUT_DIR", str(out),
+        "SOLVER.EPOCHS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "80",
+        "SOLVER.WARMUP_ITERS",
+        "10",
+        "TEST.EVAL_PERIOD",
+        "20",
+        "DATALOADER.NUM_WORKERS",
+        "0",
+        "SEED",
+        "0",
+        "DIGITS.PRETRAIN.STEPS",
+        "150",
+        "DIGITS.PRETRAIN.BATCH_SIZE",
+        "64",
+        "DIGITS.PRETRAIN.CACHE_DIR",
+        str(tmp_path / "cache"),
+        "DIGITS.PLOT_AT_END",
+        "False",
+        "OUTPUT_DIR",
+        str(out),
     ]
     env = dict(os.environ, DIGITS_DATASET_ROOT=root, PYTHONUNBUFFERED="1")
-    proc = subprocess.run([sys.executable, TRAIN_NET, "--config-file", CONFIG, *opts], env=env,
-                          capture_output=True, text=True, timeout=900, cwd=REPO_ROOT)
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", CONFIG, *opts],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO_ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-5000:]
     assert "Backbone pre-training done" in proc.stdout + proc.stderr
     assert os.listdir(tmp_path / "cache")  # the warm start the detector started from

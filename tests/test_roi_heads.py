@@ -1,4 +1,5 @@
 """DigitROIHeads: the ramped IoU term of its box predictor, against detectron2's StandardROIHeads."""
+
 import math
 import os
 
@@ -12,13 +13,13 @@ from detectron2.utils.events import EventStorage
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
 from digit_detectron.config import get_digit_cfg
+from digit_detectron.engine.schedule import epoch_of_iteration
 from digit_detectron.modeling import (
     DigitFastRCNNOutputLayers,
     DigitROIHeads,
     box_iou_loss,
     iou_loss_lambda,
 )
-from digit_detectron.engine.schedule import epoch_of_iteration
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE_CONFIG = os.path.join(REPO_ROOT, "configs", "Base-Digits-RCNN-FPN.yaml")
@@ -63,8 +64,7 @@ def tiny_batch():
     g = torch.Generator().manual_seed(1)
     h, w = IMAGE_SIZE
     features = {
-        name: torch.randn(2, CHANNELS, h // s.stride, w // s.stride, generator=g)
-        for name, s in FEATURE_SHAPES.items()
+        name: torch.randn(2, CHANNELS, h // s.stride, w // s.stride, generator=g) for name, s in FEATURE_SHAPES.items()
     }
     gt = [
         (torch.tensor([[4.0, 10.0, 20.0, 40.0], [22.0, 12.0, 36.0, 44.0]]), torch.tensor([3, 7])),
@@ -99,9 +99,7 @@ def train_losses(heads, epoch=None):
     return losses, logged
 
 
-@pytest.mark.parametrize(
-    "epoch,expected", [(0, 0.0), (5, 0.0), (6, 0.1), (7, 0.15), (10, 0.3), (14, 0.5), (20, 0.5)]
-)
+@pytest.mark.parametrize("epoch,expected", [(0, 0.0), (5, 0.0), (6, 0.1), (7, 0.15), (10, 0.3), (14, 0.5), (20, 0.5)])
 def test_lambda_ramps_from_epoch_6_to_its_cap(epoch, expected):
     iou = small_cfg().MODEL.ROI_BOX_HEAD.IOU_LOSS
     value = iou_loss_lambda(epoch, iou.START_EPOCH, iou.LAMBDA_START, iou.LAMBDA_STEP, iou.LAMBDA_MAX)
@@ -264,9 +262,7 @@ def test_box_iou_loss_rejects_bad_input():
         box_iou_loss(boxes, boxes.repeat(2, 1), "diou")
 
 
-@pytest.mark.parametrize(
-    "key,value", [("TYPE", "iou"), ("INTO", "total")]
-)
+@pytest.mark.parametrize("key,value", [("TYPE", "iou"), ("INTO", "total")])
 def test_bad_iou_loss_config_names_the_key(key, value):
     with pytest.raises(ValueError, match=f"MODEL.ROI_BOX_HEAD.IOU_LOSS.{key} must be one of"):
         build_heads(f"MODEL.ROI_BOX_HEAD.IOU_LOSS.{key}", value)

@@ -12,10 +12,10 @@ import pytest
 from PIL import Image
 
 from digit_detectron.data import load_digits_json
-from digit_detectron.data.prepare.check import check_dataset
 from digit_detectron.data.datasets import DatasetError
-from digit_detectron.utils.cli import run_tool
+from digit_detectron.data.prepare.check import check_dataset
 from digit_detectron.data.prepare.svhn import EXTRA_ID_OFFSET, convert_svhn, read_digit_struct, svhn_label_to_category
+from digit_detectron.utils.cli import run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-
 from detectron2.data.datasets import load_coco_json
 
 from digit_detectron.data.datasets import DatasetError, load_digits_json, load_digits_test
@@ -15,7 +14,6 @@ from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dat
 from digit_detectron.data.synthetic.glyphs import GlyphBank
 from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
 from digit_detectron.data.synthetic.render import INK_THRESHOLD, render_sample
-
 from digit_detectron.utils.cli import run_tool
 
 from conftest import GEOMETRY, REPO_ROOT

@@ -2,12 +2,12 @@
 
 The warm start filling them is tested with the other backbones in test_pretrain.py.
 """
+
 import os
 
 import pytest
 import torch
 import torchvision
-
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -77,4 +77,3 @@ def test_unknown_architecture_is_a_clear_error():
         TorchvisionBackbone("resnet18")
     with pytest.raises(ValueError, match="has no stage 'res6'"):
         TorchvisionBackbone("mobilenet_v3_small", out_features=["res5", "res6"])
-

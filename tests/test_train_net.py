@@ -1,7 +1,8 @@
 """tools/train_net.py end to end on a tiny generated dataset: train, periodic eval, eval-only, resume, DDP."""
+
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 
@@ -17,7 +18,11 @@ def run_train_net(root, *args, timeout=600):
     env = dict(os.environ, DIGITS_DATASET_ROOT=str(root), PYTHONUNBUFFERED="1")
     proc = subprocess.run(
         [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
-        env=env, capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
@@ -35,8 +40,18 @@ def trained(tmp_path_factory):
     root = write_digit_dataset(tmp / "digits", counts=(8, 4, 2))
     out = tmp / "out"
     log = run_train_net(
-        root, *tiny_model_opts(out), "SOLVER.IMS_PER_BATCH", "4", "SOLVER.EPOCHS", "4", "SOLVER.WARMUP_ITERS", "0",
-        "TEST.EVAL_PERIOD", "-1", "DIGITS.PLOT_AT_END", "False",
+        root,
+        *tiny_model_opts(out),
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.EPOCHS",
+        "4",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "TEST.EVAL_PERIOD",
+        "-1",
+        "DIGITS.PLOT_AT_END",
+        "False",
     )
     return root, out, log
 
@@ -61,7 +76,9 @@ def test_train_evaluates_every_epoch_and_keeps_best(trained):
 
 def test_eval_only_prints_coco_table(trained):
     root, out, _ = trained
-    log = run_train_net(root, "--eval-only", *tiny_model_opts(out / "eval"), "MODEL.WEIGHTS", str(out / "model_final.pth"))
+    log = run_train_net(
+        root, "--eval-only", *tiny_model_opts(out / "eval"), "MODEL.WEIGHTS", str(out / "model_final.pth")
+    )
     assert "Evaluation results for bbox" in log
     assert re.search(r"\|\s+AP\s+\|\s+AP50\s+\|\s+AP75\s+\|", log)
     assert "copypaste: Task: number" in log
@@ -75,8 +92,17 @@ def test_resume_continues_at_saved_iteration(trained, tmp_path):
     (resumed / "model_0000003.pth").write_bytes((out / "model_0000003.pth").read_bytes())
     (resumed / "last_checkpoint").write_text("model_0000003.pth")
     log = run_train_net(
-        root, "--resume", *tiny_model_opts(resumed), "SOLVER.IMS_PER_BATCH", "4", "SOLVER.EPOCHS", "4",
-        "SOLVER.WARMUP_ITERS", "0", "DIGITS.PLOT_AT_END", "False",
+        root,
+        "--resume",
+        *tiny_model_opts(resumed),
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.EPOCHS",
+        "4",
+        "SOLVER.WARMUP_ITERS",
+        "0",
+        "DIGITS.PLOT_AT_END",
+        "False",
     )
     assert "Starting training from iteration 4" in log
     iterations = [m["iteration"] for m in read_metrics(resumed) if "total_loss" in m]
@@ -87,8 +113,22 @@ def test_two_process_cpu_training(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(8, 2, 1))
     out = tmp_path / "ddp"
     log = run_train_net(
-        root, "--num-gpus", "2", "--dist-url", "auto", *tiny_model_opts(out), "SOLVER.IMS_PER_BATCH", "4",
-        "SOLVER.EPOCHS", "0", "SOLVER.MAX_ITER", "2", "TEST.EVAL_PERIOD", "0", "DIGITS.PLOT_AT_END", "False",
+        root,
+        "--num-gpus",
+        "2",
+        "--dist-url",
+        "auto",
+        *tiny_model_opts(out),
+        "SOLVER.IMS_PER_BATCH",
+        "4",
+        "SOLVER.EPOCHS",
+        "0",
+        "SOLVER.MAX_ITER",
+        "2",
+        "TEST.EVAL_PERIOD",
+        "0",
+        "DIGITS.PLOT_AT_END",
+        "False",
     )
     assert "Rank of current process: 0. World size: 2" in log  # detectron2's default_setup line
     assert os.path.isfile(out / "model_final.pth")

@@ -1,15 +1,15 @@
 """One real training step of a shipped config on CPU."""
+
 import os
 
 import numpy as np
 import torch
-
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import DigitDatasetMapper, register_digits
-from detectron2.data import DatasetCatalog
 
 from conftest import REPO_ROOT, tiny_model_opts
 

@@ -1,4 +1,5 @@
-"""digit_detectron.analysis.visualization and tools/visualize.py on generated images, prediction files and a checkpoint."""
+"""analysis.visualization / drawing and tools/visualize.py on generated images, prediction files and a checkpoint."""
+
 import csv
 import importlib.util
 import json
@@ -8,20 +9,28 @@ import os
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
+from PIL import Image
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.data import read_image, register_digits
 from digit_detectron.analysis.drawing import (
-    BORDER, CAPTION_HEIGHT, GAP, MIN_PANEL_WIDTH, PANEL_HEIGHT, RIGHT_COLOR, UNKNOWN_COLOR, WRONG_COLOR,
-    MAX_PANEL_WIDTH, draw_panel, make_grid, render_sample,
+    BORDER,
+    CAPTION_HEIGHT,
+    GAP,
+    MAX_PANEL_WIDTH,
+    MIN_PANEL_WIDTH,
+    PANEL_HEIGHT,
+    RIGHT_COLOR,
+    UNKNOWN_COLOR,
+    WRONG_COLOR,
+    draw_panel,
+    make_grid,
+    render_sample,
 )
+from digit_detectron.data import read_image, register_digits
 from digit_detectron.evaluation.number_accuracy import record_ground_truth as ground_truth
-
 from digit_detectron.utils.cli import run_tool
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
@@ -58,8 +67,14 @@ def write_predictions(dataset, out_dir, wrong_ids=(), with_csv=True):
     for record in DatasetCatalog.get("vis_valid"):
         truth = ground_truth(record)
         for (x0, y0, x1, y1), digit in zip(truth["boxes"], truth["classes"]):
-            results.append({"image_id": record["image_id"], "bbox": [x0, y0, x1 - x0, y1 - y0],
-                            "score": 0.9, "category_id": int(digit) + 1})
+            results.append(
+                {
+                    "image_id": record["image_id"],
+                    "bbox": [x0, y0, x1 - x0, y1 - y0],
+                    "score": 0.9,
+                    "category_id": int(digit) + 1,
+                }
+            )
         rows.append((record["image_id"], truth["number"] + (1 if record["image_id"] in wrong_ids else 0)))
     with open(os.path.join(out_dir, "pred.json"), "w") as f:
         json.dump(results, f)
@@ -83,8 +98,14 @@ def expected_size(record, panels):
 
 def frame_color(pixels):
     """The colour of the whole BORDER-px frame, or None if it is not uniform."""
-    frame = np.concatenate([pixels[:BORDER].reshape(-1, 3), pixels[-BORDER:].reshape(-1, 3),
-                            pixels[:, :BORDER].reshape(-1, 3), pixels[:, -BORDER:].reshape(-1, 3)])
+    frame = np.concatenate(
+        [
+            pixels[:BORDER].reshape(-1, 3),
+            pixels[-BORDER:].reshape(-1, 3),
+            pixels[:, :BORDER].reshape(-1, 3),
+            pixels[:, -BORDER:].reshape(-1, 3),
+        ]
+    )
     colors = np.unique(frame, axis=0)
     return tuple(int(c) for c in colors[0]) if len(colors) == 1 else None
 
@@ -98,8 +119,9 @@ def test_pred_files_wrong_numbers_are_framed_red(dataset, tmp_path):
     wrong = set(sorted(records)[::3])
     pred_json = write_predictions(dataset, tmp_path / "run", wrong_ids=wrong)
     out = tmp_path / "vis"
-    paths, grid, counts = run_visualize("--dataset", "vis_valid", "--predictions", pred_json, "--output", out,
-                                        "--grid-size", "4")
+    paths, grid, counts = run_visualize(
+        "--dataset", "vis_valid", "--predictions", pred_json, "--output", out, "--grid-size", "4"
+    )
     assert counts == {"drawn": 8, "wrong": len(wrong), "unreadable": 0}
     assert sorted(os.listdir(out)) == sorted([f"{i}.png" for i in records] + ["grid.png"])
     samples = []
@@ -129,8 +151,9 @@ def test_pred_files_wrong_numbers_are_framed_red(dataset, tmp_path):
 def test_numbers_read_from_pred_json_alone(dataset, tmp_path):
     """Without pred.csv the reader reads the boxes: the true boxes give the true numbers, all green."""
     pred_json = write_predictions(dataset, tmp_path / "run", with_csv=False)
-    paths, grid, counts = run_visualize("--dataset", "vis_valid", "--predictions", pred_json,
-                                        "--output", tmp_path / "vis", "--num", "3")
+    paths, grid, counts = run_visualize(
+        "--dataset", "vis_valid", "--predictions", pred_json, "--output", tmp_path / "vis", "--num", "3"
+    )
     assert counts["drawn"] == 3 and counts["wrong"] == 0 and len(paths) == 3
     assert all(frame_color(load_rgb(p)) == RIGHT_COLOR for p in paths)
 
@@ -138,8 +161,9 @@ def test_numbers_read_from_pred_json_alone(dataset, tmp_path):
 def test_wrong_only(dataset, tmp_path):
     records = sorted(r["image_id"] for r in DatasetCatalog.get("vis_valid"))
     pred_json = write_predictions(dataset, tmp_path / "run", wrong_ids={records[1], records[5]})
-    paths, grid, counts = run_visualize("--dataset", "vis_valid", "--predictions", pred_json,
-                                        "--output", tmp_path / "vis", "--wrong-only")
+    paths, grid, counts = run_visualize(
+        "--dataset", "vis_valid", "--predictions", pred_json, "--output", tmp_path / "vis", "--wrong-only"
+    )
     assert sorted(os.path.basename(p) for p in paths) == sorted(f"{i}.png" for i in (records[1], records[5]))
     assert all(frame_color(load_rgb(p)) == WRONG_COLOR for p in paths)
 
@@ -182,8 +206,17 @@ def test_random_init_checkpoint_on_a_folder(dataset, tmp_path):
         (folder / f).write_bytes(open(os.path.join(dataset, "test", f), "rb").read())
     (folder / "999.png").write_bytes(b"not a png")
     paths, grid, counts = run_visualize(
-        "--config-file", CONFIG, "--input", folder, "--output", tmp_path / "vis", "--score-thresh", "0",
-        *opts, "MODEL.WEIGHTS", tmp_path / "model_random.pth",
+        "--config-file",
+        CONFIG,
+        "--input",
+        folder,
+        "--output",
+        tmp_path / "vis",
+        "--score-thresh",
+        "0",
+        *opts,
+        "MODEL.WEIGHTS",
+        tmp_path / "model_random.pth",
     )
     assert counts == {"drawn": 3, "wrong": 0, "unreadable": 1}
     for path in paths:
@@ -192,22 +225,36 @@ def test_random_init_checkpoint_on_a_folder(dataset, tmp_path):
             w, h = im.size
         assert (pixels.shape[1], pixels.shape[0]) == expected_size({"width": w, "height": h}, panels=1)
         assert frame_color(pixels) == UNKNOWN_COLOR
-    assert load_rgb(grid).shape[:2] == (2 * (PANEL_HEIGHT + CAPTION_HEIGHT + 2 * BORDER) + GAP,
-                                        2 * max(load_rgb(p).shape[1] for p in paths) + GAP)
+    assert load_rgb(grid).shape[:2] == (
+        2 * (PANEL_HEIGHT + CAPTION_HEIGHT + 2 * BORDER) + GAP,
+        2 * max(load_rgb(p).shape[1] for p in paths) + GAP,
+    )
 
 
 def test_missing_checkpoint_is_a_clear_error(dataset, tmp_path):
     with pytest.raises(SystemExit) as info:
-        run_visualize("--config-file", CONFIG, "--dataset", "vis_valid", "--output", tmp_path / "v",
-                      "MODEL.WEIGHTS", tmp_path / "nope.pth")
+        run_visualize(
+            "--config-file",
+            CONFIG,
+            "--dataset",
+            "vis_valid",
+            "--output",
+            tmp_path / "v",
+            "MODEL.WEIGHTS",
+            tmp_path / "nope.pth",
+        )
     assert "nope.pth" in str(info.value) and "not found" in str(info.value)
 
 
 @pytest.mark.parametrize("h, w, panel_w", [(40, 10, MIN_PANEL_WIDTH), (40, 2000, MAX_PANEL_WIDTH), (300, 600, 512)])
 def test_sample_size_for_narrow_wide_and_large_images(h, w, panel_w):
     image = np.random.default_rng(0).integers(0, 255, size=(h, w, 3), dtype=np.uint8)
-    prediction = {"boxes": np.array([[1.0, 1.0, w / 2, h / 2]]), "scores": np.array([0.8]), "classes": np.array([4]),
-                  "number": 4}
+    prediction = {
+        "boxes": np.array([[1.0, 1.0, w / 2, h / 2]]),
+        "scores": np.array([0.8]),
+        "classes": np.array([4]),
+        "number": 4,
+    }
     truth = {"boxes": prediction["boxes"], "classes": np.array([4]), "number": 4}
     sample = render_sample(image, prediction, truth)
     assert sample.shape == (PANEL_HEIGHT + CAPTION_HEIGHT + 2 * BORDER, 2 * panel_w + GAP + 2 * BORDER, 3)

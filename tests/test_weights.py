@@ -2,6 +2,7 @@
 Pretrained weights: torchvision -> detectron2 conversion (same outputs layer by layer), DigitCheckpointer's
 re-initialisation of a head trained for another class count, its errors, and its atomic saves.
 """
+
 import contextlib
 import importlib.util
 import io
@@ -16,11 +17,10 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from torch import nn
-from torchvision.models.detection.image_list import ImageList
-
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.checkpoint import CheckpointError, DigitCheckpointer
@@ -36,9 +36,12 @@ _spec.loader.exec_module(convert_torchvision_weights)
 
 # torchvision's detector: num_classes=91 counts the background, detectron2's NUM_CLASSES does not.
 TORCHVISION_DETECTOR = [
-    "MODEL.ROI_HEADS.NUM_CLASSES", "90",
-    "MODEL.ANCHOR_GENERATOR.SIZES", "[[32], [64], [128], [256], [512]]",
-    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "90",
+    "MODEL.ANCHOR_GENERATOR.SIZES",
+    "[[32], [64], [128], [256], [512]]",
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+    "[[0.5, 1.0, 2.0]]",
 ]
 IMAGE_HW = (64, 128)  # not square (a transposed tensor would not fit), a multiple of the p6 stride
 
@@ -113,8 +116,15 @@ def converted_detector(torchvision_detector, tmp_path_factory):
     torch.save(torchvision_detector.state_dict(), tmp / "tv.pth")
     output = str(tmp / "weights" / "frcnn_v2_d2.pth")
     printed = run_tool(
-        ["fasterrcnn_resnet50_fpn_v2", "--input", str(tmp / "tv.pth"), "--output", str(tmp / "weights"),
-         "--name", "frcnn_v2_d2.pth"]
+        [
+            "fasterrcnn_resnet50_fpn_v2",
+            "--input",
+            str(tmp / "tv.pth"),
+            "--output",
+            str(tmp / "weights"),
+            "--name",
+            "frcnn_v2_d2.pth",
+        ]
     )
     return output, printed
 
@@ -199,8 +209,13 @@ def test_box_head_scores_and_deltas_equal(torchvision_detector, detectron2_detec
     tv_features, d2_features = detector_features
     # Inside the image (level p2) and reaching past it (p3, p4, p5 by the canonical 224 px rule).
     boxes = torch.tensor(
-        [[4.3, 6.1, 40.7, 50.2], [30.5, 10.2, 120.8, 90.3], [-20.0, -10.0, 140.0, 110.0],
-         [-60.0, -50.0, 200.0, 150.0], [-200.0, -200.0, 400.0, 300.0]]
+        [
+            [4.3, 6.1, 40.7, 50.2],
+            [30.5, 10.2, 120.8, 90.3],
+            [-20.0, -10.0, 140.0, 110.0],
+            [-60.0, -50.0, 200.0, 150.0],
+            [-200.0, -200.0, 400.0, 300.0],
+        ]
     )
     roi_heads = model.roi_heads
     with torch.no_grad():
@@ -259,8 +274,16 @@ def resnet_pair(tmp_path_factory):
     cfg = get_digit_cfg(
         os.path.join(REPO_ROOT, "configs", "faster_rcnn_R_50_FPN_digits.yaml"),
         [
-            "MODEL.WEIGHTS", output, "INPUT.FORMAT", "RGB", "MODEL.RESNETS.STRIDE_IN_1X1", "False",
-            "MODEL.PIXEL_MEAN", "[123.675, 116.28, 103.53]", "MODEL.PIXEL_STD", "[58.395, 57.12, 57.375]",
+            "MODEL.WEIGHTS",
+            output,
+            "INPUT.FORMAT",
+            "RGB",
+            "MODEL.RESNETS.STRIDE_IN_1X1",
+            "False",
+            "MODEL.PIXEL_MEAN",
+            "[123.675, 116.28, 103.53]",
+            "MODEL.PIXEL_STD",
+            "[58.395, 57.12, 57.375]",
         ],
     )
     model = build_model(cfg).eval()
@@ -319,15 +342,19 @@ def small_model(tmp_path, *opts, seed=0):
 
 def test_class_count_mismatch_reinitialises_the_heads(tmp_path):
     three_ratios = [  # one size per level x three ratios: 3 anchors per location
-        "MODEL.ANCHOR_GENERATOR.SIZES", "[[16], [24], [32], [48], [64]]",
-        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", "[[0.5, 1.0, 2.0]]",
+        "MODEL.ANCHOR_GENERATOR.SIZES",
+        "[[16], [24], [32], [48], [64]]",
+        "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS",
+        "[[0.5, 1.0, 2.0]]",
     ]
     five = small_model(tmp_path, "MODEL.ROI_HEADS.NUM_CLASSES", "5", *three_ratios, seed=1)
     DigitCheckpointer(five, str(tmp_path)).save("five_classes")
     ten = small_model(tmp_path, seed=2)  # 10 classes, 4 anchors per location
     heads = {
-        "roi_heads.box_predictor.cls_score": 0.01, "roi_heads.box_predictor.bbox_pred": 0.001,
-        "proposal_generator.rpn_head.objectness_logits": 0.01, "proposal_generator.rpn_head.anchor_deltas": 0.01,
+        "roi_heads.box_predictor.cls_score": 0.01,
+        "roi_heads.box_predictor.bbox_pred": 0.001,
+        "proposal_generator.rpn_head.objectness_logits": 0.01,
+        "proposal_generator.rpn_head.anchor_deltas": 0.01,
     }
     with torch.no_grad():
         for name in heads:  # whatever the model held must not survive the load
@@ -353,7 +380,9 @@ def test_class_count_mismatch_reinitialises_the_heads(tmp_path):
     assert len(messages) == 1, messages
     fc_dim = ten.roi_heads.box_predictor.cls_score.weight.shape[1]
     for part in (
-        path, "the checkpoint has 5 classes, the model 10", "3 anchors per location, the model 4",
+        path,
+        "the checkpoint has 5 classes, the model 10",
+        "3 anchors per location, the model 4",
         f"roi_heads.box_predictor.cls_score.weight: (6, {fc_dim}) vs (11, {fc_dim})",
         f"roi_heads.box_predictor.bbox_pred.weight: (20, {fc_dim}) vs (40, {fc_dim})",
         "proposal_generator.rpn_head.objectness_logits.bias: (3,) vs (4,)",

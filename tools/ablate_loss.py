@@ -8,6 +8,7 @@ figure comparing AP, AP50, AP75, APs/APm/APl, AR100 and number accuracy per eval
 
 Finished runs are kept; an interrupted run resumes from its last checkpoint.
 """
+
 import argparse
 import os
 
@@ -32,7 +33,10 @@ def main(argv=None):
     setup_logging()
 
     runs = {
-        loss_type: (args.config_file, [*args.opts, "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", loss_type, "SEED", str(args.seed)])
+        loss_type: (
+            args.config_file,
+            [*args.opts, "MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", loss_type, "SEED", str(args.seed)],
+        )
         for loss_type in args.types
     }
     metrics = train_runs(runs, args.output, TRAIN_NET)

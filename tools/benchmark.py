@@ -11,6 +11,7 @@ Tasks: "train" (forward, backward, AdamW step), "inference" (eval forward) on ba
 mapper beforehand; "predict" (DigitPredictor on files: decode, resize, model, postprocess). An empty
 MODEL.WEIGHTS times a randomly initialised model: speed does not depend on the weights.
 """
+
 import argparse
 import os
 
@@ -31,7 +32,9 @@ def get_parser():
     parser.add_argument("--dataset", default=None, help="registered dataset (default: the config's)")
     parser.add_argument("--dataset-root", default=None, help="register digits_{train,valid,test} under this root first")
     parser.add_argument(
-        "--order", choices=ORDERS, default="dataset",
+        "--order",
+        choices=ORDERS,
+        default="dataset",
         help="'aspect' sorts the images by width/height before batching (less padding)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations and the model init")

@@ -9,6 +9,7 @@ Convert torchvision weights to a detectron2 checkpoint (MODEL.WEIGHTS).
   python tools/convert_torchvision_weights.py resnet50 --input resnet50-11ad3fa6.pth --output output/weights
       # -> output/weights/R-50-torchvision.pkl
 """
+
 import os
 
 from digit_detectron.checkpoint.weights_conversion import (
@@ -32,7 +33,7 @@ def download_state_dict(name):
 def default_name(model):
     """The checkpoint's file name: model-zoo style .pkl for a backbone, .pth for the COCO detector."""
     if model.startswith("resnet"):
-        return f"R-{model[len('resnet'):]}-torchvision.pkl"
+        return f"R-{model[len('resnet') :]}-torchvision.pkl"
     return f"{model}_coco.pth"
 
 
@@ -41,8 +42,11 @@ def get_parser():
     parser.add_argument("model", choices=sorted(CONVERTERS), help="torchvision model the weights belong to")
     parser.add_argument("--input", help="torchvision state dict (.pth); default: download torchvision's weights")
     parser.add_argument("--output", required=True, help="folder for the detectron2 checkpoint")
-    parser.add_argument("--name", help="its file name, .pkl or .pth (default: R-<depth>-torchvision.pkl for a "
-                        "ResNet, <model>_coco.pth for the detector)")
+    parser.add_argument(
+        "--name",
+        help="its file name, .pkl or .pth (default: R-<depth>-torchvision.pkl for a "
+        "ResNet, <model>_coco.pth for the detector)",
+    )
     return parser
 
 

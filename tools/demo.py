@@ -12,6 +12,7 @@
 Every step is one of the project's tools, printed before it runs; a step whose output exists is
 skipped, and an interrupted training resumes, so running the demo again continues where it stopped.
 """
+
 import argparse
 import json
 import os
@@ -67,31 +68,106 @@ def main(argv=None):
     out = args.output
     start = time.time()
     if not os.path.isfile(os.path.join(args.data, "valid.json")):
-        run([py, "datasets/prepare_synthetic.py", args.data, "--train", str(args.train), "--valid", str(args.valid),
-             "--test", str(args.test), "--seed", str(args.seed), "--workers", "2",
-             "--grid", os.path.join(out, "synthetic_samples.png")], env)
+        run(
+            [
+                py,
+                "datasets/prepare_synthetic.py",
+                args.data,
+                "--train",
+                str(args.train),
+                "--valid",
+                str(args.valid),
+                "--test",
+                str(args.test),
+                "--seed",
+                str(args.seed),
+                "--workers",
+                "2",
+                "--grid",
+                os.path.join(out, "synthetic_samples.png"),
+            ],
+            env,
+        )
     else:
         print(f"Dataset present: {args.data} (delete it to regenerate)")
 
     train_dir = os.path.join(out, "train")
     if not os.path.isfile(os.path.join(train_dir, "model_final.pth")):
-        run([py, "tools/train_net.py", "--config-file", args.config_file, "--resume", "OUTPUT_DIR", train_dir,
-             *args.opts], env)
+        run(
+            [
+                py,
+                "tools/train_net.py",
+                "--config-file",
+                args.config_file,
+                "--resume",
+                "OUTPUT_DIR",
+                train_dir,
+                *args.opts,
+            ],
+            env,
+        )
     weights = os.path.join(train_dir, "model_best.pth")
     if not os.path.isfile(weights):
         weights = os.path.join(train_dir, "model_final.pth")
     model = ["MODEL.WEIGHTS", weights]
 
-    run([py, "tools/train_net.py", "--config-file", args.config_file, "--eval-only", *model,
-         "OUTPUT_DIR", os.path.join(out, "eval")], env)
-    run([py, "tools/tune_reader.py", "--config-file", args.config_file, "--dataset", "digits_valid",
-         "--output", out, *model], env)
+    run(
+        [
+            py,
+            "tools/train_net.py",
+            "--config-file",
+            args.config_file,
+            "--eval-only",
+            *model,
+            "OUTPUT_DIR",
+            os.path.join(out, "eval"),
+        ],
+        env,
+    )
+    run(
+        [
+            py,
+            "tools/tune_reader.py",
+            "--config-file",
+            args.config_file,
+            "--dataset",
+            "digits_valid",
+            "--output",
+            out,
+            *model,
+        ],
+        env,
+    )
     thresholds = os.path.join(out, "reader_thresholds.yaml")
     configs = ["--config-file", args.config_file, "--config-file", thresholds]
-    run([py, "tools/predict.py", *configs, "--input", os.path.join(args.data, "test"),
-         "--output", os.path.join(out, "predictions"), *model], env)
-    run([py, "tools/visualize.py", *configs, "--dataset", "digits_valid", "--num", "32",
-         "--output", os.path.join(out, "visualize"), *model], env)
+    run(
+        [
+            py,
+            "tools/predict.py",
+            *configs,
+            "--input",
+            os.path.join(args.data, "test"),
+            "--output",
+            os.path.join(out, "predictions"),
+            *model,
+        ],
+        env,
+    )
+    run(
+        [
+            py,
+            "tools/visualize.py",
+            *configs,
+            "--dataset",
+            "digits_valid",
+            "--num",
+            "32",
+            "--output",
+            os.path.join(out, "visualize"),
+            *model,
+        ],
+        env,
+    )
 
     final = last_eval(os.path.join(train_dir, "metrics.json"))
     print("\n" + "=" * 72)
@@ -108,8 +184,11 @@ def main(argv=None):
     ]:
         print(f"  {what:24s} {path}")
     if final:
-        print(f"Validation (last evaluation): mAP@[.5:.95] {final['bbox/AP']:.1f}  AP50 {final.get('bbox/AP50', float('nan')):.1f}"
-              f"  number accuracy {final.get('number/accuracy', float('nan')):.1f}%")
+        print(
+            f"Validation (last evaluation): mAP@[.5:.95] {final['bbox/AP']:.1f}"
+            f"  AP50 {final.get('bbox/AP50', float('nan')):.1f}"
+            f"  number accuracy {final.get('number/accuracy', float('nan')):.1f}%"
+        )
 
 
 if __name__ == "__main__":

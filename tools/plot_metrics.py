@@ -6,6 +6,7 @@ number accuracy, wall time. Example::
     python tools/plot_metrics.py output/digits_cpu            # PNGs in output/digits_cpu/plots/
     python tools/plot_metrics.py run/metrics.json --output figs
 """
+
 import os
 
 from digit_detectron.analysis.plots import MetricsError, plot_metrics

@@ -5,6 +5,7 @@ Predict digit boxes and house numbers for a folder of images; writes the HW2 sub
     python tools/predict.py --config-file configs/digits_cpu.yaml --input datasets/digits/test \\
         --output output/pred MODEL.WEIGHTS output/digits_cpu/model_best.pth
 """
+
 import argparse
 
 from digit_detectron import apply_test_mode, get_digit_cfg
@@ -35,13 +36,18 @@ thresholds:
 def get_parser():
     parser = argument_parser(__doc__, EPILOG)
     parser.add_argument(
-        "--config-file", action="append", required=True, metavar="FILE",
+        "--config-file",
+        action="append",
+        required=True,
+        metavar="FILE",
         help="config file; give it again to merge more files in order (e.g. reader_thresholds.yaml)",
     )
     parser.add_argument("--input", required=True, help="image folder, or a glob pattern in quotes")
     parser.add_argument("--output", required=True, help="folder for pred.json and pred.csv")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--test-mode", action="store_true", help="the reference design's test-time thresholds (see below)")
+    parser.add_argument(
+        "--test-mode", action="store_true", help="the reference design's test-time thresholds (see below)"
+    )
     parser.add_argument("--id-map", metavar="FILE.json", help="image ids for file names (see below)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return parser

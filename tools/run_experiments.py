@@ -8,6 +8,7 @@ data, then write a table (AP, accuracy, images/s, minutes) and a figure comparin
 Runs go one after another (timings are comparable only on an otherwise idle machine). A finished run
 (``model_final.pth``) is kept; an interrupted one resumes from its last checkpoint.
 """
+
 import os
 
 from digit_detectron.analysis.experiments import load_experiments, summarize_runs, train_runs

@@ -5,6 +5,7 @@ Measure the number reader's thresholds and pred.json's score threshold on a labe
     python tools/tune_reader.py --config-file configs/digits_cpu.yaml --dataset digits_valid \\
         MODEL.WEIGHTS output/digits_cpu/model_best.pth
 """
+
 import argparse
 import os
 import shlex
@@ -46,8 +47,13 @@ def get_parser():
         ("--pred-json-threshs", reader_tuning.DEFAULT_PRED_JSON_GRID, "DIGITS.PRED_JSON_SCORE_THRESH values"),
     )
     for flag, default, what in grids:
-        parser.add_argument(flag, type=float_list, default=default, metavar="T,T,...",
-                            help=f"candidate {what} (default {','.join(f'{t:g}' for t in default)})")
+        parser.add_argument(
+            flag,
+            type=float_list,
+            default=default,
+            metavar="T,T,...",
+            help=f"candidate {what} (default {','.join(f'{t:g}' for t in default)})",
+        )
     parser.add_argument("--max-rungs", type=int, default=3, help="most thresholds in a ladder (default 3)")
     parser.add_argument("--top", type=int, default=10, help="reader rows to print (default 10)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
@@ -66,10 +72,13 @@ def main(argv=None):
 
     table = [[acc, ", ".join(f"{t:g}" for t in ladder), nms] for acc, ladder, nms in result.rows[: args.top]]
     current = result.current_reader
-    table.append([result.current_accuracy, ", ".join(f"{t:g}" for t in current.score_threshs) + " (config)",
-                  current.nms_thresh])
-    print(f"Number accuracy on {args.dataset} ({result.num_images} images), best {min(args.top, len(result.rows))} "
-          f"of {len(result.rows)} and the config's:")
+    table.append(
+        [result.current_accuracy, ", ".join(f"{t:g}" for t in current.score_threshs) + " (config)", current.nms_thresh]
+    )
+    print(
+        f"Number accuracy on {args.dataset} ({result.num_images} images), best {min(args.top, len(result.rows))} "
+        f"of {len(result.rows)} and the config's:"
+    )
     print(tabulate(table, headers=["accuracy %", "SCORE_THRESHS", "NMS_THRESH"], tablefmt="pipe", floatfmt=".2f"))
     print("COCO box AP of pred.json by PRED_JSON_SCORE_THRESH:")
     print(tabulate(result.aps, headers=["thresh", "AP"], tablefmt="pipe", floatfmt=(".3g", ".2f")))

@@ -11,6 +11,7 @@ OUT/grid.png. Red frame: the number read is wrong; green: right; grey: no ground
     # draw what a predict run wrote (pred.csv beside pred.json is used when present)
     python tools/visualize.py --dataset digits_valid --predictions out/pred.json --output vis/ --wrong-only
 """
+
 import argparse
 import os
 
@@ -27,7 +28,10 @@ from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 def get_parser():
     parser = argument_parser(__doc__)
     parser.add_argument(
-        "--config-file", action="append", default=[], metavar="FILE",
+        "--config-file",
+        action="append",
+        default=[],
+        metavar="FILE",
         help="model config (needed to run a model); repeat to merge more, e.g. reader_thresholds.yaml",
     )
     source = parser.add_mutually_exclusive_group(required=True)
@@ -68,8 +72,13 @@ def main(argv=None):
         predict.check_covers(records)
     score_thresh = min(cfg.DIGITS.READER.SCORE_THRESHS) if args.score_thresh is None else args.score_thresh
     paths, grid, counts = visualize(
-        records, predict, args.output, num=args.num or None, grid_size=args.grid_size,
-        score_thresh=score_thresh, wrong_only=args.wrong_only,
+        records,
+        predict,
+        args.output,
+        num=args.num or None,
+        grid_size=args.grid_size,
+        score_thresh=score_thresh,
+        wrong_only=args.wrong_only,
         progress=lambda it: tqdm(it, desc="visualize", unit="img"),
     )
     print(f"Wrote {counts['drawn']} images ({counts['wrong']} with a wrong number) to {args.output}")

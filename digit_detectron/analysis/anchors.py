@@ -13,13 +13,12 @@ from collections import Counter, defaultdict
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
-from tqdm import tqdm
-
 from detectron2.data.transforms import ResizeShortestEdge, ResizeTransform
 from detectron2.modeling import build_backbone
 from detectron2.modeling.anchor_generator import DefaultAnchorGenerator, build_anchor_generator
 from detectron2.structures import BoxMode
+from torchvision.ops import box_iou
+from tqdm import tqdm
 
 PERCENTILES = (5, 25, 50, 75, 95)
 # Box-anchor IoU matrices are computed in chunks of at most this many entries.

@@ -2,6 +2,7 @@
 Training / inference throughput of a config on this machine, and the timing helpers that
 ``benchmarks/torchvision_baseline.py`` shares so that both measure the same way on the same images.
 """
+
 import json
 import os
 import platform
@@ -11,15 +12,14 @@ import tempfile
 import time
 
 import torch
-from PIL import Image
-from tabulate import tabulate
-from tqdm import tqdm
-
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
+from PIL import Image
+from tabulate import tabulate
+from tqdm import tqdm
 
 from ..data import DigitDatasetMapper
 from ..data.image_io import ImageReadError, read_image

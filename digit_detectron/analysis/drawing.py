@@ -12,11 +12,10 @@ import math
 
 import cv2
 import numpy as np
-from PIL import Image
-
 from detectron2.data.catalog import Metadata
 from detectron2.utils.colormap import colormap
 from detectron2.utils.visualizer import Visualizer
+from PIL import Image
 
 from ..data.datasets import DIGIT_CLASSES
 from ..utils.io import atomic_open
@@ -103,8 +102,12 @@ def render_sample(image_rgb, prediction, truth=None):
     same without scores, or None for an unlabelled image.
     """
     color = status_color(prediction, truth)
-    panels = [(draw_panel(image_rgb, prediction["boxes"], prediction["classes"], prediction["scores"]),
-               f"pred {prediction['number']}")]
+    panels = [
+        (
+            draw_panel(image_rgb, prediction["boxes"], prediction["classes"], prediction["scores"]),
+            f"pred {prediction['number']}",
+        )
+    ]
     if truth is not None:
         panels.append((draw_panel(image_rgb, truth["boxes"], truth["classes"]), f"gt {truth['number']}"))
     columns = []

@@ -1,6 +1,7 @@
 """Compare training runs that differ in one setting (e.g. the IoU loss type): a table and a figure."""
-import math
+
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -8,16 +9,22 @@ import sys
 import matplotlib
 import numpy as np
 import yaml
-
 from matplotlib.figure import Figure
 
-from .plots import read_metrics, series
 from ..utils.io import atomic_open
+from .plots import read_metrics, series
 
 logger = logging.getLogger(__name__)
 
 ABLATION_METRICS = (
-    "bbox/AP", "bbox/AP50", "bbox/AP75", "bbox/APs", "bbox/APm", "bbox/APl", "bbox/AR100", "number/accuracy",
+    "bbox/AP",
+    "bbox/AP50",
+    "bbox/AP75",
+    "bbox/APs",
+    "bbox/APm",
+    "bbox/APl",
+    "bbox/AR100",
+    "number/accuracy",
 )
 
 
@@ -54,9 +61,14 @@ def summarize_runs(runs, out_dir, title="Ablation"):
     metrics = {name: read_metrics(path) for name, path in runs.items()}
     batches = {name: _batch_size(path) for name, path in runs.items()}
     cost_names = ("train img/s", "eval img/s", "minutes")
-    rows = ["| run | " + " | ".join(m.split("/")[-1] for m in ABLATION_METRICS) + " | best AP (iter) | "
-            + " | ".join(cost_names) + " |",
-            "|---" * (len(ABLATION_METRICS) + 2 + len(cost_names)) + "|"]
+    rows = [
+        "| run | "
+        + " | ".join(m.split("/")[-1] for m in ABLATION_METRICS)
+        + " | best AP (iter) | "
+        + " | ".join(cost_names)
+        + " |",
+        "|---" * (len(ABLATION_METRICS) + 2 + len(cost_names)) + "|",
+    ]
     for name, m in metrics.items():
         last = {}
         for key in ABLATION_METRICS:
@@ -65,13 +77,20 @@ def summarize_runs(runs, out_dir, title="Ablation"):
         its, aps = series(m, "bbox/AP")
         best = f"{aps.max():.2f} ({int(its[aps.argmax()])})" if len(aps) else "-"
         cost = _cost(m, batches[name])
-        rows.append(f"| {name} | " + " | ".join(_fmt(last[k]) for k in ABLATION_METRICS) + f" | {best} | "
-                    + " | ".join(_fmt(c) for c in cost) + " |")
+        rows.append(
+            f"| {name} | "
+            + " | ".join(_fmt(last[k]) for k in ABLATION_METRICS)
+            + f" | {best} | "
+            + " | ".join(_fmt(c) for c in cost)
+            + " |"
+        )
     os.makedirs(out_dir, exist_ok=True)
     md_path = os.path.join(out_dir, "ablation.md")
     with atomic_open(md_path) as f:
-        f.write(f"# {title}\n\nLast evaluation of each run (COCO metrics and number accuracy in percent); train img/s\n"
-                "from the median step time, eval img/s of the last evaluation, minutes of training incl. evaluations.\n\n")
+        f.write(
+            f"# {title}\n\nLast evaluation of each run (COCO metrics and number accuracy in percent); train img/s\n"
+            "from the median step time, eval img/s of the last evaluation, minutes of training incl. evaluations.\n\n"
+        )
         f.write("\n".join(rows) + "\n")
 
     # Runs with different batch sizes are compared at equal images seen, others at equal iterations.

@@ -8,6 +8,7 @@ number accuracy against minutes of training).
 killed run (glued to the first line of the resumed run, since JSONWriter appends) and the iterations
 a resumed run logs again (the resumed run's values win).
 """
+
 import json
 import logging
 import math
@@ -17,8 +18,8 @@ from collections import defaultdict
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..utils.io import atomic_open
 from ..utils.errors import DigitError
+from ..utils.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -158,9 +159,7 @@ def _save(fig, axes, path, metrics, iters_per_epoch):
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8, loc="best", ncol=2)
     if iters_per_epoch:
-        top = axes[0].secondary_xaxis(
-            "top", functions=(lambda i: i / iters_per_epoch, lambda e: e * iters_per_epoch)
-        )
+        top = axes[0].secondary_xaxis("top", functions=(lambda i: i / iters_per_epoch, lambda e: e * iters_per_epoch))
         top.set_xlabel("epoch")
     axes[-1].set_xlabel("iteration")
     fig.tight_layout()
@@ -192,8 +191,11 @@ def plot_losses(metrics, path, iters_per_epoch=None):
 
 def plot_schedule(metrics, path, iters_per_epoch=None):
     """Learning rate and, when logged, the IoU-loss lambda."""
-    panels = [(k, label) for k, label in (("lr", "learning rate"), ("iou_loss_lambda", "IoU-loss lambda"))
-              if len(series(metrics, k)[0])]
+    panels = [
+        (k, label)
+        for k, label in (("lr", "learning rate"), ("iou_loss_lambda", "IoU-loss lambda"))
+        if len(series(metrics, k)[0])
+    ]
     if not panels:
         return None
     fig, axes = _new_figure(len(panels), "Schedule")
@@ -209,8 +211,11 @@ def plot_validation(metrics, path, iters_per_epoch=None):
     ar = _keys(metrics, lambda k: k.startswith("bbox/AR"))
     per_class = _keys(metrics, lambda k: k.startswith("bbox/AP-"))
     number = _keys(metrics, lambda k: k.startswith("number/") and k not in COUNT_KEYS)
-    panels = [(keys, label) for keys, label in (
-        (ap, "box AP"), (ar, "box AR"), (per_class, "AP per digit"), (number, "whole number")) if keys]
+    panels = [
+        (keys, label)
+        for keys, label in ((ap, "box AP"), (ar, "box AR"), (per_class, "AP per digit"), (number, "whole number"))
+        if keys
+    ]
     if not panels:
         return None
     fig, axes = _new_figure(len(panels), "Validation")
@@ -275,8 +280,13 @@ def plot_learning_curve(metrics, path, iters_per_epoch=None):
     return path
 
 
-PLOTS = {"loss.png": plot_losses, "schedule.png": plot_schedule, "validation.png": plot_validation,
-         "time.png": plot_time, "learning_curve.png": plot_learning_curve}
+PLOTS = {
+    "loss.png": plot_losses,
+    "schedule.png": plot_schedule,
+    "validation.png": plot_validation,
+    "time.png": plot_time,
+    "learning_curve.png": plot_learning_curve,
+}
 
 
 def plot_metrics(metrics_json, out_dir, iters_per_epoch=None):

@@ -3,6 +3,7 @@ Error-analysis drawings of predictions on dataset records: ``visualize`` draws o
 (``drawing.render_sample``) and a grid, from a model (``ModelPredictions``) or from the files of a
 predict run (``FilePredictions``).
 """
+
 import logging
 import os
 
@@ -13,9 +14,10 @@ from ..data.image_io import ImageReadError, read_image
 from ..evaluation.number_accuracy import record_ground_truth
 from ..inference.predictor import DigitPredictor
 from ..inference.submission import load_pred_csv, load_pred_json
-from .drawing import render_sample, save_png, make_grid
+from .drawing import make_grid, render_sample, save_png
 
 logger = logging.getLogger(__name__)
+
 
 class FilePredictions:
     """
@@ -73,18 +75,25 @@ class ModelPredictions:
         boxes = instances.pred_boxes.tensor.numpy().astype(float)
         scores = instances.scores.numpy().astype(float)
         classes = instances.pred_classes.numpy().astype(int)
-        return {"boxes": boxes, "scores": scores, "classes": classes,
-                "number": self.read_number(boxes, scores, classes)}
+        return {
+            "boxes": boxes,
+            "scores": scores,
+            "classes": classes,
+            "number": self.read_number(boxes, scores, classes),
+        }
 
 
 def _above(prediction, score_thresh):
     keep = prediction["scores"] >= score_thresh
-    return dict(prediction, boxes=prediction["boxes"][keep], scores=prediction["scores"][keep],
-                classes=prediction["classes"][keep])
+    return dict(
+        prediction,
+        boxes=prediction["boxes"][keep],
+        scores=prediction["scores"][keep],
+        classes=prediction["classes"][keep],
+    )
 
 
-def visualize(records, predict, out_dir, num=None, grid_size=16, score_thresh=0.0, wrong_only=False,
-              progress=None):
+def visualize(records, predict, out_dir, num=None, grid_size=16, score_thresh=0.0, wrong_only=False, progress=None):
     """
     Draw ``render_sample`` PNGs of the first ``num`` records (with ``wrong_only``, of the first
     ``num`` whose number is wrong) into ``out_dir`` as ``<file stem>.png`` and the first

@@ -1,15 +1,15 @@
 """DigitCheckpointer: detectron2's checkpointer with explicit output-layer re-initialisation and atomic saves."""
+
 import logging
 import os
 from urllib.parse import urlparse
 
 import torch
+from detectron2.checkpoint import DetectionCheckpointer
 from torch import nn
 
-from detectron2.checkpoint import DetectionCheckpointer
-
-from ..utils.io import atomic_open
 from ..utils.errors import DigitError
+from ..utils.io import atomic_open
 
 __all__ = ["CheckpointError", "DigitCheckpointer"]
 
@@ -102,7 +102,7 @@ class DigitCheckpointer(DetectionCheckpointer):
 
 
 def _layer_kind(key):
-    """"cls_score" for "roi_heads.box_predictor.cls_score.weight"."""
+    """ "cls_score" for "roi_heads.box_predictor.cls_score.weight"."""
     parts = key.split(".")
     return parts[-2] if len(parts) > 1 else ""
 

@@ -7,14 +7,15 @@ the stride of a bottleneck in its 3x3 conv: a config for these weights needs INP
 MODEL.PIXEL_MEAN [123.675, 116.28, 103.53], MODEL.PIXEL_STD [58.395, 57.12, 57.375] and
 MODEL.RESNETS.STRIDE_IN_1X1 False.
 """
+
 import os
 import pickle
 import re
 
 import torch
 
-from ..utils.io import atomic_open
 from ..utils.errors import DigitError
+from ..utils.io import atomic_open
 
 __all__ = [
     "ConversionError",

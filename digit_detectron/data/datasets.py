@@ -8,6 +8,7 @@ Digit datasets in the NYCU HW2 layout, registered in detectron2's catalogs::
 The json is COCO: category ids 1..10 name the digits "0".."9". Dataset dicts carry contiguous
 class ids 0..9 (= the digit); ``thing_dataset_id_to_contiguous_id`` maps them back to 1..10.
 """
+
 import json
 import logging
 import math

@@ -1,8 +1,9 @@
 """Image reading that handles every mode a photo folder holds, with errors that name the file."""
+
 import numpy as np
+from detectron2.data.detection_utils import convert_PIL_to_numpy
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from detectron2.data.detection_utils import convert_PIL_to_numpy
 from ..utils.errors import DigitError
 
 

@@ -1,9 +1,9 @@
 """DatasetMapper for digit datasets: digit augmentations and robust image reading."""
+
 import copy
 
 import numpy as np
 import torch
-
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T

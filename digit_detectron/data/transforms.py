@@ -1,7 +1,7 @@
 """Train/test augmentations of the digit datasets."""
+
 import cv2
 import numpy as np
-
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import build_augmentation
 

@@ -1,4 +1,5 @@
 """Training hooks of DigitTrainer."""
+
 import logging
 import os
 import time

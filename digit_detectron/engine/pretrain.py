@@ -3,8 +3,10 @@ Warm start for training from scratch: pre-train the detector's bottom-up backbon
 classifier (digits 0..9 + background) on small crops cut from the training images.
 
 Classifying 32-px crops costs a fraction of a detector step, so on a CPU the backbone learns digit
-features in minutes; the detector then starts from them (the recipe of configs/digits_cpu.yaml, README "The CPU recipe").
+features in minutes; the detector then starts from them (the recipe of configs/digits_cpu.yaml,
+README "The CPU recipe").
 """
+
 import hashlib
 import json
 import logging
@@ -14,12 +16,11 @@ import time
 import cv2
 import numpy as np
 import torch
-from torch import nn
-from torch.nn import functional as F
-
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_backbone
 from detectron2.utils import comm
+from torch import nn
+from torch.nn import functional as F
 
 from ..data.image_io import read_image
 from ..utils.io import atomic_open
@@ -44,8 +45,9 @@ def _warp_crop(image, cx, cy, side, size):
     """The square of ``side`` px centred at (cx, cy), resized to size x size (edges replicated)."""
     s = size / side
     m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]], dtype=np.float32)
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)
+    return cv2.warpAffine(
+        image, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+    )
 
 
 def extract_crops(dataset_dicts, image_format="BGR", size=32, jitter=2, background_per_image=1, seed=0):
@@ -61,8 +63,10 @@ def extract_crops(dataset_dicts, image_format="BGR", size=32, jitter=2, backgrou
         if not anns:
             continue
         image = read_image(record["file_name"], format=image_format)
-        boxes = np.array([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]
-                          for a in anns], dtype=np.float64)
+        boxes = np.array(
+            [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+            dtype=np.float64,
+        )
         for ann, (x0, y0, x1, y1) in zip(anns, boxes):
             h = y1 - y0
             for _ in range(jitter):
@@ -118,8 +122,9 @@ def _augment(batch, generator):
     return ((x - mean) * contrast + mean + brightness).clamp(0, 255)
 
 
-def pretrain_backbone(cfg, dataset_names, output_path, steps=300, batch_size=128, lr=2e-3, crop_size=32,
-                      max_images=None, seed=0):
+def pretrain_backbone(
+    cfg, dataset_names, output_path, steps=300, batch_size=128, lr=2e-3, crop_size=32, max_images=None, seed=0
+):
     """
     Pre-train ``cfg``'s bottom-up backbone on digit crops of ``dataset_names`` and save it as a
     detectron2 checkpoint (keys ``backbone.bottom_up.*``) at ``output_path``, atomically.
@@ -130,8 +135,10 @@ def pretrain_backbone(cfg, dataset_names, output_path, steps=300, batch_size=128
     if max_images:
         dicts = dicts[:max_images]
     crops, labels = extract_crops(dicts, cfg.INPUT.FORMAT, crop_size, seed=seed)
-    logger.info(f"Backbone pre-training: {len(labels)} crops ({(labels == BACKGROUND).sum()} background) "
-                f"from {len(dicts)} images in {time.perf_counter() - start:.1f} s")
+    logger.info(
+        f"Backbone pre-training: {len(labels)} crops ({(labels == BACKGROUND).sum()} background) "
+        f"from {len(dicts)} images in {time.perf_counter() - start:.1f} s"
+    )
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     model = BackboneClassifier(cfg)
@@ -151,8 +158,10 @@ def pretrain_backbone(cfg, dataset_names, output_path, steps=300, batch_size=128
         schedule.step()
         correct.append((logits.argmax(1) == targets[idx]).float().mean().item())
         if step % 50 == 0 or step == steps - 1:
-            logger.info(f"pre-train step {step + 1}/{steps}: loss {loss.item():.3f}, "
-                        f"accuracy (last 50) {np.mean(correct[-50:]):.3f}")
+            logger.info(
+                f"pre-train step {step + 1}/{steps}: loss {loss.item():.3f}, "
+                f"accuracy (last 50) {np.mean(correct[-50:]):.3f}"
+            )
     state = {f"backbone.bottom_up.{k}": v for k, v in model.bottom_up.state_dict().items()}
     with atomic_open(output_path, "wb") as f:
         torch.save({"model": state, "__author__": "digit_detectron.engine.pretrain"}, f)
@@ -170,11 +179,26 @@ def pretrain_cache_path(cfg, dataset_names):
     """Cache file of a warm start, keyed by the backbone config, the annotations and the settings."""
     p = cfg.DIGITS.PRETRAIN
     data = [
-        [(d["file_name"], [a["bbox"] + [a["category_id"]] for a in d.get("annotations", [])]) for d in DatasetCatalog.get(n)]
+        [
+            (d["file_name"], [a["bbox"] + [a["category_id"]] for a in d.get("annotations", [])])
+            for d in DatasetCatalog.get(n)
+        ]
         for n in dataset_names
     ]
-    settings = [cfg.MODEL.BACKBONE.NAME, cfg.MODEL.RESNETS.dump(), cfg.MODEL.TORCHVISION_BACKBONE.dump(), cfg.MODEL.PIXEL_MEAN, cfg.MODEL.PIXEL_STD,
-                cfg.INPUT.FORMAT, p.STEPS, p.BATCH_SIZE, p.LR, p.CROP_SIZE, p.MAX_IMAGES, cfg.SEED]
+    settings = [
+        cfg.MODEL.BACKBONE.NAME,
+        cfg.MODEL.RESNETS.dump(),
+        cfg.MODEL.TORCHVISION_BACKBONE.dump(),
+        cfg.MODEL.PIXEL_MEAN,
+        cfg.MODEL.PIXEL_STD,
+        cfg.INPUT.FORMAT,
+        p.STEPS,
+        p.BATCH_SIZE,
+        p.LR,
+        p.CROP_SIZE,
+        p.MAX_IMAGES,
+        cfg.SEED,
+    ]
     digest = hashlib.sha1(json.dumps([settings, data], default=str).encode()).hexdigest()[:12]
     return os.path.join(p.CACHE_DIR, f"backbone_pretrain_{digest}.pth")
 
@@ -192,8 +216,17 @@ def maybe_pretrain(cfg):
             logger.info(f"Warm start from the cached pre-trained backbone {path}")
         else:
             p = cfg.DIGITS.PRETRAIN
-            pretrain_backbone(cfg, cfg.DATASETS.TRAIN, path, steps=p.STEPS, batch_size=p.BATCH_SIZE, lr=p.LR,
-                              crop_size=p.CROP_SIZE, max_images=p.MAX_IMAGES or None, seed=max(cfg.SEED, 0))
+            pretrain_backbone(
+                cfg,
+                cfg.DATASETS.TRAIN,
+                path,
+                steps=p.STEPS,
+                batch_size=p.BATCH_SIZE,
+                lr=p.LR,
+                crop_size=p.CROP_SIZE,
+                max_images=p.MAX_IMAGES or None,
+                seed=max(cfg.SEED, 0),
+            )
     comm.synchronize()
     cfg.MODEL.WEIGHTS = path
     return path

@@ -1,4 +1,5 @@
 """Epoch-based schedules: derive iteration counts from the train set size; the epoch of an iteration."""
+
 import logging
 import math
 

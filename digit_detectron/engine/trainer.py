@@ -1,10 +1,10 @@
 """DigitTrainer: detectron2's DefaultTrainer with the digit data, AdamW, evaluators and hooks."""
+
 import logging
 import os
 import weakref
 
 import torch
-
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
@@ -17,6 +17,7 @@ from detectron2.utils.logger import setup_logger
 from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
 from .hooks import EpochHook, PlotMetricsHook
+
 
 class DigitTrainer(DefaultTrainer):
     """
@@ -64,7 +65,9 @@ class DigitTrainer(DefaultTrainer):
         name = cfg.SOLVER.OPTIMIZER
         if name == "AdamW":
             opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
-            return opt_cls(params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+            return opt_cls(
+                params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), weight_decay=cfg.SOLVER.WEIGHT_DECAY
+            )
         if name == "SGD":
             return DefaultTrainer.build_optimizer(cfg, model)
         raise ValueError(f"SOLVER.OPTIMIZER must be 'AdamW' or 'SGD', got {name!r}")
@@ -86,7 +89,9 @@ class DigitTrainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
         return DatasetEvaluators(
             [
-                COCOEvaluatorWithRecall(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
+                COCOEvaluatorWithRecall(
+                    dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False
+                ),
                 NumberAccuracyEvaluator(dataset_name, cfg),
                 InferenceSpeedEvaluator(),
             ]

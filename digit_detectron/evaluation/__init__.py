@@ -1,4 +1,5 @@
 """Evaluators (COCO + recall, number accuracy, images/s) and the reader threshold tuning."""
+
 from .number_accuracy import NumberAccuracyEvaluator, ground_truth_numbers, record_ground_truth
 
 __all__ = ["NumberAccuracyEvaluator", "ground_truth_numbers", "record_ground_truth"]

@@ -1,4 +1,5 @@
 """COCOEvaluator that also reports COCO's average recall."""
+
 from detectron2.evaluation import COCOEvaluator
 
 # Indices 6..11 of pycocotools' COCOeval.stats.

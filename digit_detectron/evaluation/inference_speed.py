@@ -1,4 +1,5 @@
 """Inference throughput of an evaluation run, reported next to its accuracy."""
+
 import time
 
 import detectron2.utils.comm as comm

@@ -1,11 +1,11 @@
 """Whole-number accuracy: the HW2 pred.csv metric, computed on a labelled dataset."""
+
 import itertools
 import logging
 from collections import OrderedDict
 
-import numpy as np
-
 import detectron2.utils.comm as comm
+import numpy as np
 from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
@@ -102,7 +102,8 @@ class NumberAccuracyEvaluator(DatasetEvaluator):
             )
         accuracy = self.accuracy(self._reader)
         self._logger.info(
-            f"Number accuracy on {self._dataset_name}: {accuracy:.2f}% of {len(self.detections)} images ({self._reader})"
+            f"Number accuracy on {self._dataset_name}: {accuracy:.2f}% of {len(self.detections)} images "
+            f"({self._reader})"
         )
         return OrderedDict(number={"accuracy": accuracy, "num_images": len(self.detections)})
 

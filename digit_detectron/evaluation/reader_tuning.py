@@ -2,6 +2,7 @@
 Measure the reader thresholds and the pred.json score threshold on a labelled split: the model runs
 once with a low ROI score threshold, then every candidate is scored on the stored detections.
 """
+
 import contextlib
 import io
 import itertools
@@ -11,12 +12,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import yaml
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
-
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets.coco import convert_to_coco_dict
 from detectron2.structures import Boxes, Instances
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
 
 from ..inference.number_reader import NumberReader, class_agnostic_nms, read_after_nms
 from ..inference.predictor import DigitPredictor, PredictionRun
@@ -119,11 +119,24 @@ class TuningResult:
 
 
 def _empty_instances():
-    return Instances((0, 0), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0), pred_classes=torch.zeros(0, dtype=torch.long))
+    return Instances(
+        (0, 0),
+        pred_boxes=Boxes(torch.zeros(0, 4)),
+        scores=torch.zeros(0),
+        pred_classes=torch.zeros(0, dtype=torch.long),
+    )
 
 
-def tune(cfg, dataset_name, score_grid=DEFAULT_SCORE_GRID, nms_grid=DEFAULT_NMS_GRID,
-         pred_json_grid=DEFAULT_PRED_JSON_GRID, max_rungs=3, batch_size=8, progress=True):
+def tune(
+    cfg,
+    dataset_name,
+    score_grid=DEFAULT_SCORE_GRID,
+    nms_grid=DEFAULT_NMS_GRID,
+    pred_json_grid=DEFAULT_PRED_JSON_GRID,
+    max_rungs=3,
+    batch_size=8,
+    progress=True,
+):
     """Run the model of ``cfg`` once on ``dataset_name`` and measure every candidate threshold."""
     current = NumberReader.from_config(cfg)
     low = min(min(score_grid), min(pred_json_grid), min(current.score_threshs))
@@ -162,10 +175,14 @@ def tune(cfg, dataset_name, score_grid=DEFAULT_SCORE_GRID, nms_grid=DEFAULT_NMS_
 def reader_config_opts(reader, pred_json_thresh):
     """The tuned values as detectron2 command-line opts (``KEY VALUE ...``)."""
     return [
-        "DIGITS.READER.SCORE_THRESHS", str(tuple(reader.score_threshs)),
-        "DIGITS.READER.NMS_THRESH", str(reader.nms_thresh),
-        "DIGITS.READER.MAX_DIGITS", str(reader.max_digits),
-        "DIGITS.PRED_JSON_SCORE_THRESH", str(pred_json_thresh),
+        "DIGITS.READER.SCORE_THRESHS",
+        str(tuple(reader.score_threshs)),
+        "DIGITS.READER.NMS_THRESH",
+        str(reader.nms_thresh),
+        "DIGITS.READER.MAX_DIGITS",
+        str(reader.max_digits),
+        "DIGITS.PRED_JSON_SCORE_THRESH",
+        str(pred_json_thresh),
     ]
 
 

@@ -18,6 +18,7 @@ vertically by at most ``COLUMN_MAX_VERTICAL_OVERLAP`` of the shorter height. Dia
 shifted sideways by more than half a digit, or overlapping vertically) stay left to right. On the real
 SVHN train geometry the rule finds a column in 39 of 33,402 images.
 """
+
 import torch
 from torchvision.ops import nms
 
@@ -59,7 +60,9 @@ def is_column(boxes):
     overlap = torch.minimum(upper[:, 3], lower[:, 3]) - torch.maximum(upper[:, 1], lower[:, 1])
     shorter = torch.minimum(upper[:, 3] - upper[:, 1], lower[:, 3] - lower[:, 1])
     return bool(
-        ((centre_shift <= COLUMN_MAX_CENTRE_SHIFT * narrower) & (overlap <= COLUMN_MAX_VERTICAL_OVERLAP * shorter)).all()
+        (
+            (centre_shift <= COLUMN_MAX_CENTRE_SHIFT * narrower) & (overlap <= COLUMN_MAX_VERTICAL_OVERLAP * shorter)
+        ).all()
     )
 
 

@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from tqdm import tqdm
 
 from ..checkpoint import DigitCheckpointer
 from ..data.datasets import IMAGE_EXTENSIONS
@@ -50,7 +49,9 @@ class DigitPredictor:
     def __init__(self, cfg):
         weights = cfg.MODEL.WEIGHTS
         if not weights:
-            raise ValueError("MODEL.WEIGHTS is empty: pass the trained checkpoint, e.g. opts MODEL.WEIGHTS model_final.pth")
+            raise ValueError(
+                "MODEL.WEIGHTS is empty: pass the trained checkpoint, e.g. opts MODEL.WEIGHTS model_final.pth"
+            )
         self.cfg = cfg.clone()
         self.cfg.defrost()
         self.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = inference_score_thresh(cfg)

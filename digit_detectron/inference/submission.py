@@ -54,7 +54,11 @@ def pred_json_entries(boxes, scores, classes, image_id, score_thresh):
 def instances_to_pred_json(instances, image_id, score_thresh):
     """pred.json entries of a detectron2 ``Instances`` (pred_boxes, scores, pred_classes); see ``pred_json_entries``."""
     return pred_json_entries(
-        instances.pred_boxes.tensor.numpy(), instances.scores.numpy(), instances.pred_classes.numpy(), image_id, score_thresh
+        instances.pred_boxes.tensor.numpy(),
+        instances.scores.numpy(),
+        instances.pred_classes.numpy(),
+        image_id,
+        score_thresh,
     )
 
 

@@ -1,4 +1,5 @@
 """The ramped IoU loss term of :class:`DigitFastRCNNOutputLayers`: its weight schedule and value."""
+
 from torchvision.ops import complete_box_iou_loss, distance_box_iou_loss, generalized_box_iou_loss
 
 __all__ = ["IOU_LOSS_TYPES", "box_iou_loss", "iou_loss_lambda"]
@@ -30,7 +31,5 @@ def box_iou_loss(pred_boxes, gt_boxes, loss_type):
     if loss_type not in _IOU_LOSSES:
         raise ValueError(f"Unknown IoU loss type {loss_type!r}; expected one of {tuple(_IOU_LOSSES)}")
     if pred_boxes.shape != gt_boxes.shape:
-        raise ValueError(
-            f"pred_boxes {tuple(pred_boxes.shape)} and gt_boxes {tuple(gt_boxes.shape)} must pair up"
-        )
+        raise ValueError(f"pred_boxes {tuple(pred_boxes.shape)} and gt_boxes {tuple(gt_boxes.shape)} must pair up")
     return _IOU_LOSSES[loss_type](pred_boxes, gt_boxes.to(pred_boxes.dtype), reduction="mean")

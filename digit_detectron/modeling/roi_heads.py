@@ -1,4 +1,5 @@
 """ROI heads whose box predictor mixes a ramped DIoU / CIoU / GIoU term into its losses."""
+
 from detectron2.config import configurable
 from detectron2.layers import cat, nonzero_tuple
 from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, FastRCNNOutputLayers, StandardROIHeads
@@ -48,15 +49,9 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
         """
         super().__init__(input_shape, **kwargs)
         if iou_loss_type not in IOU_LOSS_TYPES:
-            raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE must be one of {IOU_LOSS_TYPES}, "
-                f"got {iou_loss_type!r}"
-            )
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE must be one of {IOU_LOSS_TYPES}, got {iou_loss_type!r}")
         if iou_loss_into not in _IOU_LOSS_INTO:
-            raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO must be one of {_IOU_LOSS_INTO}, "
-                f"got {iou_loss_into!r}"
-            )
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO must be one of {_IOU_LOSS_INTO}, got {iou_loss_into!r}")
         self.iou_loss_type = iou_loss_type
         self.iou_loss_into = iou_loss_into
         self.iou_loss_start_epoch = iou_loss_start_epoch
@@ -137,9 +132,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
         if proposal_deltas.shape[1] == box_dim:  # class-agnostic regression
             fg_deltas = proposal_deltas[fg_inds]
         else:
-            fg_deltas = proposal_deltas.view(-1, self.num_classes, box_dim)[
-                fg_inds, gt_classes[fg_inds]
-            ]
+            fg_deltas = proposal_deltas.view(-1, self.num_classes, box_dim)[fg_inds, gt_classes[fg_inds]]
         fg_pred_boxes = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])
         return box_iou_loss(fg_pred_boxes, gt_boxes[fg_inds], self.iou_loss_type)
 

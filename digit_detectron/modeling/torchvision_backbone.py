@@ -6,13 +6,13 @@ built with random init or from a torchvision state dict, into stages at strides 
 names them ``res2`` .. ``res5`` like detectron2's ResNet, and puts detectron2's FPN on top; the
 rest of a ResNet-FPN config (FPN / RPN / ROI in-features, anchors) applies unchanged.
 """
+
 import torch
 import torchvision
-from torch import nn
-
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
+from torch import nn
 
 from ..checkpoint.weights_conversion import load_torchvision_state_dict
 

@@ -1,4 +1,5 @@
 """Atomic file writes: a reader never sees a half-written file, whatever kills the writer."""
+
 import contextlib
 import json
 import os

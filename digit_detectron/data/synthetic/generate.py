@@ -99,9 +99,10 @@ def generate_dataset(
 ):
     """
     Write a synthetic dataset under ``root`` and return a summary dict (counts, geometry source,
-    wall-clock images/s, worker start-up included). ``geometry``: see ``layout.build_layout_sampler``. Existing split folders
-    or jsons are an error unless ``overwrite``. Everything is written into a hidden staging folder
-    under ``root`` and moved into place at the end, so an interrupted run leaves no partial split.
+    wall-clock images/s, worker start-up included). ``geometry``: see ``layout.build_layout_sampler``.
+    Existing split folders or jsons are an error unless ``overwrite``. Everything is written into a
+    hidden staging folder under ``root`` and moved into place at the end, so an interrupted run leaves
+    no partial split.
     """
     counts = {"train": num_train, "valid": num_valid, "test": num_test}
     for split, n in counts.items():
