@@ -1,7 +1,10 @@
 #!/usr/bin/env python
 """
 Generate the synthetic SVHN-like house-number dataset (the embedded default data) in the NYCU HW2
-layout: ROOT/{train,valid,test}/<id>.png, ROOT/train.json, ROOT/valid.json.
+layout: ROOT/{train,valid,test}/<id>.png, ROOT/train.json, ROOT/valid.json, plus the labelled
+ROOT/valid_instyle/ and ROOT/test_ood/. train and valid_instyle are rendered in-style; valid, test and
+test_ood out-of-style (fonts, colours, backgrounds and blurs training never sees; see
+digit_detectron/data/synthetic/styles.py and each json's "info").
 
     python datasets/prepare_synthetic.py datasets/digits --train 5000 --valid 500 --test 500 --seed 0
 """
@@ -23,6 +26,8 @@ def get_parser():
     parser.add_argument("--train", type=int, default=5000, help="number of train images")
     parser.add_argument("--valid", type=int, default=500, help="number of valid images")
     parser.add_argument("--test", type=int, default=500, help="number of test images (unlabelled)")
+    parser.add_argument("--valid-instyle", type=int, help="number of in-style valid images (default: --valid)")
+    parser.add_argument("--test-ood", type=int, help="number of labelled out-of-style test images (default: --valid)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--geometry",
@@ -52,15 +57,17 @@ def main(argv=None):
         workers=args.workers,
         overwrite=args.overwrite,
         progress=True,
+        num_valid_instyle=args.valid if args.valid_instyle is None else args.valid_instyle,
+        num_test_ood=args.valid if args.test_ood is None else args.test_ood,
     )
     print(f"layouts from: {summary['geometry']}")
     for split, info in summary["splits"].items():
         folder = os.path.join(summary["root"], split) + os.sep
         if split == "test":
-            print(f"{split}: {info['images']} unlabelled images -> {folder}")
+            print(f"{split}: {info['images']} unlabelled images -> {folder} ({info['style']})")
         else:
             labels = os.path.join(summary["root"], split + ".json")
-            print(f"{split}: {info['images']} images, {info['boxes']} boxes -> {folder}, {labels}")
+            print(f"{split}: {info['images']} images, {info['boxes']} boxes -> {folder}, {labels} ({info['style']})")
     print(f"{summary['images_per_s']:.0f} images/s ({summary['seconds']:.1f} s, {args.workers} worker(s))")
     if args.grid:
         print(f"sample grid: {draw_sample_grid(args.root, args.grid)}")

@@ -40,6 +40,19 @@ def add_digit_config(cfg):
     _C.INPUT.GAUSSIAN_BLUR.KERNEL_SIZE = 3
     # Sigma is drawn uniformly from this range.
     _C.INPUT.GAUSSIAN_BLUR.SIGMA = (0.3, 0.8)
+    # Small rotation of the whole image (boxes become the rotated boxes' bounding boxes); 0 disables it.
+    _C.INPUT.ROTATION = CN()
+    _C.INPUT.ROTATION.PROB = 0.0
+    # The angle is drawn uniformly from [-ANGLE, ANGLE] degrees.
+    _C.INPUT.ROTATION.ANGLE = 5.0
+    # Probability of turning an image gray (the same value in every channel).
+    _C.INPUT.GRAYSCALE_PROB = 0.0
+    # Probability of inverting an image (255 - value): light digits on dark become dark on light.
+    _C.INPUT.INVERT_PROB = 0.0
+    # Gaussian pixel noise: probability, and the range its sigma (0..255 scale) is drawn from.
+    _C.INPUT.NOISE = CN()
+    _C.INPUT.NOISE.PROB = 0.0
+    _C.INPUT.NOISE.SIGMA = (2.0, 8.0)
 
     # IoU term of DigitROIHeads' box predictor, ramped in by epoch:
     # lambda = min(LAMBDA_START + LAMBDA_STEP * (epoch - START_EPOCH), LAMBDA_MAX) from START_EPOCH on, else 0.
@@ -66,6 +79,12 @@ def add_digit_config(cfg):
     _C.DIGITS = CN()
     # Training iterations per epoch; 0: derived from the train set size and SOLVER.IMS_PER_BATCH.
     _C.DIGITS.ITERS_PER_EPOCH = 0
+    # More dataset roots in the HW2 layout to register, as "PREFIX:ROOT" strings: "synth:datasets/synth"
+    # registers synth_train, synth_valid, synth_test (and synth_valid_instyle / synth_test_ood if present).
+    _C.DIGITS.DATASET_ROOTS = []
+    # Sampling ratio of each DATASETS.TRAIN entry, e.g. [0.3, 0.7]: the expected share of each dataset in
+    # the training batches whatever its size; empty: every image equally often (detectron2's default).
+    _C.DIGITS.TRAIN_MIX = []
     # Thresholds of the reference design's test mode, applied by `apply_test_mode` (e.g. `--test-mode` of
     # tools/predict.py); validation uses MODEL.ROI_HEADS.SCORE_THRESH_TEST / NMS_THRESH_TEST.
     _C.DIGITS.TEST_MODE = CN()
@@ -132,7 +151,19 @@ def get_digit_cfg(config_file=None, opts=()):
         cfg.merge_from_list(list(opts))
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"command-line KEY VALUE opts {list(opts)}: {_config_problem(e)} (options go first)") from e
+    register_config_datasets(cfg)
     return cfg
+
+
+def register_config_datasets(cfg):
+    """Register the roots of DIGITS.DATASET_ROOTS ("PREFIX:ROOT"); a malformed entry is a ConfigError."""
+    from .data.datasets import register_digits
+
+    for entry in cfg.DIGITS.DATASET_ROOTS:
+        prefix, sep, root = str(entry).partition(":")
+        if not sep or not prefix or not root:
+            raise ConfigError(f"DIGITS.DATASET_ROOTS: expected 'PREFIX:ROOT' entries, got {entry!r}")
+        register_digits(root, prefix)
 
 
 def _config_problem(error):

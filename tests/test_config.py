@@ -10,7 +10,13 @@ from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import build_digit_augmentation
-from digit_detectron.data.transforms import RandomColorJitter, RandomGaussianBlur
+from digit_detectron.data.transforms import (
+    RandomColorJitter,
+    RandomGaussianBlur,
+    RandomGrayscale,
+    RandomInvert,
+    RandomNoise,
+)
 
 from conftest import REPO_ROOT
 
@@ -74,3 +80,37 @@ def test_photometric_augmentations_keep_geometry():
         assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
         boxes = np.array([[1.0, 2.0, 5.0, 9.0]])
         assert np.array_equal(t.apply_box(boxes), boxes)
+
+
+def test_new_photometric_augmentations_change_pixels_as_named_and_keep_boxes():
+    import numpy as np
+
+    img = np.random.default_rng(1).integers(0, 255, size=(20, 30, 3), dtype=np.uint8)
+    boxes = np.array([[1.0, 2.0, 5.0, 9.0]])
+    gray = RandomGrayscale(1.0).get_transform(img)
+    out = gray.apply_image(img)
+    assert (out == out[:, :, :1]).all() and np.abs(out[:, :, 0].astype(int) - img.mean(2)).max() <= 1
+    assert np.array_equal(RandomInvert(1.0).get_transform(img).apply_image(img), 255 - img)
+    noise = RandomNoise(1.0, (4.0, 4.0)).get_transform(img)
+    first, again = noise.apply_image(img), noise.apply_image(img)
+    assert np.array_equal(first, again) and 2 < np.abs(first.astype(float) - img).mean() < 6  # one draw per image
+    for t in (gray, noise):
+        assert np.array_equal(t.apply_box(boxes), boxes)
+    for aug in (RandomGrayscale(0.0), RandomInvert(0.0), RandomNoise(0.0, (4.0, 4.0))):
+        assert np.array_equal(aug.get_transform(img).apply_image(img), img)
+
+
+def test_recipe_rotation_moves_boxes_with_the_image():
+    import numpy as np
+
+    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), ["INPUT.ROTATION.PROB", "1.0"])
+    augs = build_digit_augmentation(cfg, is_train=True)
+    names = [type(a).__name__ for a in augs]
+    assert names[:2] == ["ResizeShortestEdge", "RandomApply"] and "RandomInvert" in names and "RandomNoise" in names
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[10:30, 30:40] = 255
+    aug_input = T.AugInput(img, boxes=np.array([[30.0, 10.0, 40.0, 30.0]]))
+    T.AugmentationList(augs[1:2])(aug_input)  # the rotation alone
+    (x0, y0, x1, y1) = aug_input.boxes[0]
+    ys, xs = np.nonzero(aug_input.image[:, :, 0] > 127)
+    assert x0 <= xs.min() + 1 and xs.max() - 1 <= x1 and y0 <= ys.min() + 1 and ys.max() - 1 <= y1

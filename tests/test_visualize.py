@@ -26,8 +26,8 @@ from digit_detectron.analysis.drawing import (
     UNKNOWN_COLOR,
     WRONG_COLOR,
     draw_panel,
+    draw_sample,
     make_grid,
-    render_sample,
 )
 from digit_detectron.data import read_image, register_digits
 from digit_detectron.evaluation.number_accuracy import record_ground_truth as ground_truth
@@ -256,10 +256,10 @@ def test_sample_size_for_narrow_wide_and_large_images(h, w, panel_w):
         "number": 4,
     }
     truth = {"boxes": prediction["boxes"], "classes": np.array([4]), "number": 4}
-    sample = render_sample(image, prediction, truth)
+    sample = draw_sample(image, prediction, truth)
     assert sample.shape == (PANEL_HEIGHT + CAPTION_HEIGHT + 2 * BORDER, 2 * panel_w + GAP + 2 * BORDER, 3)
     assert frame_color(sample) == RIGHT_COLOR
-    assert frame_color(render_sample(image, prediction)) == UNKNOWN_COLOR
+    assert frame_color(draw_sample(image, prediction)) == UNKNOWN_COLOR
 
 
 def test_make_grid_layout():

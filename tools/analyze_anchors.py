@@ -41,6 +41,7 @@ def get_parser():
         "--max-images", type=int, default=0, help="analyse a random sample of this many images (0: all)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the --max-images sample")
+    parser.add_argument("--digit", type=int, choices=range(10), help="analyse only the boxes of this digit")
     parser.add_argument("--no-train", action="store_true", help="skip the INPUT.MIN_SIZE_TRAIN resizes")
     parser.add_argument("--output", help="folder for the report as JSON (anchor_analysis.json)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE pairs")
@@ -51,6 +52,12 @@ def main(argv=None):
     args = get_parser().parse_args(argv)
     cfg = get_digit_cfg(args.config_file, args.opts)
     records, source_name = load_records(args, cfg)
+    if args.digit is not None:
+        records = [
+            dict(r, annotations=[a for a in r["annotations"] if a["category_id"] == args.digit]) for r in records
+        ]
+        records = [r for r in records if r["annotations"]]
+        source_name += f" (digit {args.digit})"
     total = len(records)
     if 0 < args.max_images < total:
         keep = np.random.default_rng(args.seed).choice(total, args.max_images, replace=False)

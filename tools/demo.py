@@ -2,9 +2,12 @@
 """
 `make demo`: the whole job on the embedded synthetic data, on a CPU, in about 20 minutes (2 cores).
 
-1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present;
-2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation every epoch);
-3. evaluate the best checkpoint on the validation split (COCO AP + number accuracy);
+1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present:
+   train in-style, valid / test / test_ood out-of-style, valid_instyle in-style;
+2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation on the out-of-style
+   validation split, whose AP picks the best checkpoint);
+3. evaluate the best checkpoint on valid (out-of-style), valid_instyle and test_ood (COCO AP + number
+   accuracy; OUT/eval/eval_results.json);
 4. measure the number reader's thresholds on validation (tools/tune_reader.py);
 5. predict the test split into pred.json / pred.csv (tools/predict.py);
 6. draw validation predictions (tools/visualize.py); training plots come from step 2.
@@ -33,18 +36,8 @@ def run(cmd, env):
     print(f"[{time.time() - start:.0f} s]", flush=True)
 
 
-def last_eval(metrics_json):
-    """The last line of metrics.json that holds evaluation results."""
-    result = {}
-    with open(metrics_json) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if "bbox/AP" in record:
-                result = record
-    return result
+# The splits the best checkpoint is evaluated on, with the style each is rendered in.
+EVAL_SPLITS = {"digits_valid": "out-of-style", "digits_valid_instyle": "in-style", "digits_test_ood": "out-of-style"}
 
 
 def get_parser():
@@ -53,11 +46,22 @@ def get_parser():
     parser.add_argument("--output", default=os.path.join("output", "demo"))
     parser.add_argument("--config-file", default=os.path.join("configs", "digits_cpu.yaml"))
     parser.add_argument("--train", type=int, default=4000, help="synthetic train images")
-    parser.add_argument("--valid", type=int, default=400)
+    parser.add_argument("--valid", type=int, default=400, help="images of valid, valid_instyle and test_ood each")
     parser.add_argument("--test", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs for training")
     return parser
+
+
+def summary_table(results):
+    """Rows of the evaluation summary: split, style, mAP, AP50, AP75, number accuracy."""
+    rows = []
+    for name, style in EVAL_SPLITS.items():
+        r = results.get(name, {})
+        bbox, number = r.get("bbox", {}), r.get("number", {})
+        cells = [bbox.get("AP"), bbox.get("AP50"), bbox.get("AP75"), number.get("accuracy")]
+        rows.append(f"  {name:22s} {style:13s}" + "".join(f" {c:8.1f}" if c is not None else "      --" for c in cells))
+    return "\n".join([f"  {'split':22s} {'style':13s}      mAP     AP50     AP75  accuracy %", *rows])
 
 
 def main(argv=None):
@@ -67,109 +71,42 @@ def main(argv=None):
     env = dict(os.environ, DIGITS_DATASET_ROOT=os.path.abspath(args.data), PYTHONUNBUFFERED="1")
     out = args.output
     start = time.time()
-    if not os.path.isfile(os.path.join(args.data, "valid.json")):
-        run(
-            [
-                py,
-                "datasets/prepare_synthetic.py",
-                args.data,
-                "--train",
-                str(args.train),
-                "--valid",
-                str(args.valid),
-                "--test",
-                str(args.test),
-                "--seed",
-                str(args.seed),
-                "--workers",
-                "2",
-                "--grid",
-                os.path.join(out, "synthetic_samples.png"),
-            ],
-            env,
-        )
+    if not os.path.isfile(os.path.join(args.data, "test_ood.json")):
+        sizes = f"--train {args.train} --valid {args.valid} --test {args.test} --seed {args.seed} --workers 2"
+        grid = os.path.join(out, "synthetic_samples.png")
+        run([py, "datasets/prepare_synthetic.py", args.data, *sizes.split(), "--overwrite", "--grid", grid], env)
     else:
         print(f"Dataset present: {args.data} (delete it to regenerate)")
 
     train_dir = os.path.join(out, "train")
+    config = ["--config-file", args.config_file]
     if not os.path.isfile(os.path.join(train_dir, "model_final.pth")):
-        run(
-            [
-                py,
-                "tools/train_net.py",
-                "--config-file",
-                args.config_file,
-                "--resume",
-                "OUTPUT_DIR",
-                train_dir,
-                *args.opts,
-            ],
-            env,
-        )
+        run([py, "tools/train_net.py", *config, "--resume", "OUTPUT_DIR", train_dir, *args.opts], env)
     weights = os.path.join(train_dir, "model_best.pth")
     if not os.path.isfile(weights):
         weights = os.path.join(train_dir, "model_final.pth")
     model = ["MODEL.WEIGHTS", weights]
 
+    eval_dir = os.path.join(out, "eval")
+    datasets = "(" + ", ".join(f'"{n}"' for n in EVAL_SPLITS) + ",)"
     run(
-        [
-            py,
-            "tools/train_net.py",
-            "--config-file",
-            args.config_file,
-            "--eval-only",
-            *model,
-            "OUTPUT_DIR",
-            os.path.join(out, "eval"),
-        ],
+        [py, "tools/train_net.py", *config, "--eval-only", *model, "DATASETS.TEST", datasets, "OUTPUT_DIR", eval_dir],
         env,
     )
-    run(
-        [
-            py,
-            "tools/tune_reader.py",
-            "--config-file",
-            args.config_file,
-            "--dataset",
-            "digits_valid",
-            "--output",
-            out,
-            *model,
-        ],
-        env,
-    )
+    run([py, "tools/tune_reader.py", *config, "--dataset", "digits_valid", "--output", out, *model], env)
     thresholds = os.path.join(out, "reader_thresholds.yaml")
-    configs = ["--config-file", args.config_file, "--config-file", thresholds]
+    configs = [*config, "--config-file", thresholds]
+    predictions = os.path.join(out, "predictions")
     run(
-        [
-            py,
-            "tools/predict.py",
-            *configs,
-            "--input",
-            os.path.join(args.data, "test"),
-            "--output",
-            os.path.join(out, "predictions"),
-            *model,
-        ],
+        [py, "tools/predict.py", *configs, "--input", os.path.join(args.data, "test"), "--output", predictions, *model],
         env,
     )
+    visualize = os.path.join(out, "visualize")
     run(
-        [
-            py,
-            "tools/visualize.py",
-            *configs,
-            "--dataset",
-            "digits_valid",
-            "--num",
-            "32",
-            "--output",
-            os.path.join(out, "visualize"),
-            *model,
-        ],
+        [py, "tools/visualize.py", *configs, "--dataset", "digits_valid", "--num", "32", "--output", visualize, *model],
         env,
     )
 
-    final = last_eval(os.path.join(train_dir, "metrics.json"))
     print("\n" + "=" * 72)
     print(f"Demo finished in {(time.time() - start) / 60:.1f} min. Outputs:")
     for what, path in [
@@ -177,18 +114,17 @@ def main(argv=None):
         ("training log / metrics", os.path.join(train_dir, "metrics.json")),
         ("training curves", os.path.join(train_dir, "plots")),
         ("best checkpoint", weights),
-        ("validation evaluation", os.path.join(out, "eval", "log.txt")),
+        ("evaluation", os.path.join(eval_dir, "eval_results.json")),
         ("reader thresholds", thresholds),
-        ("pred.json / pred.csv", os.path.join(out, "predictions")),
-        ("drawn predictions", os.path.join(out, "visualize", "grid.png")),
+        ("pred.json / pred.csv", predictions),
+        ("drawn predictions", os.path.join(visualize, "grid.png")),
     ]:
         print(f"  {what:24s} {path}")
-    if final:
-        print(
-            f"Validation (last evaluation): mAP@[.5:.95] {final['bbox/AP']:.1f}"
-            f"  AP50 {final.get('bbox/AP50', float('nan')):.1f}"
-            f"  number accuracy {final.get('number/accuracy', float('nan')):.1f}%"
-        )
+    with open(os.path.join(eval_dir, "eval_results.json")) as f:
+        results = json.load(f)
+    print("Best checkpoint (chosen on digits_valid, out-of-style), config reader thresholds:")
+    print(summary_table(results))
+    return results
 
 
 if __name__ == "__main__":

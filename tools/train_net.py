@@ -8,6 +8,8 @@ Train or evaluate a digit detector, the detectron2 way::
     python tools/train_net.py --config-file configs/digits_cpu.yaml --num-gpus 2   # 2 processes (gloo on CPU)
 """
 
+import os
+
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 
@@ -15,6 +17,7 @@ from digit_detectron import get_digit_cfg
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
 from digit_detectron.utils.cli import add_debug_flag, run_tool, setup_logging
+from digit_detectron.utils.io import atomic_write_json
 
 
 def get_parser():
@@ -38,7 +41,11 @@ def train(args):
     if args.eval_only:
         model = DigitTrainer.build_model(cfg)
         DigitTrainer.build_checkpointer(cfg, model).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        return DigitTrainer.test(cfg, model)
+        results = DigitTrainer.test(cfg, model)
+        if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
+            by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
+            atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), by_dataset, indent=2, default=float)
+        return results
     trainer = DigitTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     return trainer.train()

@@ -93,7 +93,7 @@ def status_color(prediction, truth):
     return RIGHT_COLOR if prediction["number"] == truth["number"] else WRONG_COLOR
 
 
-def render_sample(image_rgb, prediction, truth=None):
+def draw_sample(image_rgb, prediction, truth=None):
     """
     One sample as an RGB array: the prediction panel (and the ground-truth panel), each above a
     caption with its number, framed by BORDER px in ``status_color``.

@@ -1,6 +1,6 @@
 """
 Error-analysis drawings of predictions on dataset records: ``visualize`` draws one PNG per image
-(``drawing.render_sample``) and a grid, from a model (``ModelPredictions``) or from the files of a
+(``drawing.draw_sample``) and a grid, from a model (``ModelPredictions``) or from the files of a
 predict run (``FilePredictions``).
 """
 
@@ -14,7 +14,7 @@ from ..data.image_io import ImageReadError, read_image
 from ..evaluation.number_accuracy import record_ground_truth
 from ..inference.predictor import DigitPredictor
 from ..inference.submission import load_pred_csv, load_pred_json
-from .drawing import make_grid, render_sample, save_png
+from .drawing import draw_sample, make_grid, save_png
 
 logger = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def _above(prediction, score_thresh):
 
 def visualize(records, predict, out_dir, num=None, grid_size=16, score_thresh=0.0, wrong_only=False, progress=None):
     """
-    Draw ``render_sample`` PNGs of the first ``num`` records (with ``wrong_only``, of the first
+    Draw ``draw_sample`` PNGs of the first ``num`` records (with ``wrong_only``, of the first
     ``num`` whose number is wrong) into ``out_dir`` as ``<file stem>.png`` and the first
     ``grid_size`` of them into ``out_dir/grid.png``. ``predict(record, image_rgb)`` returns a
     prediction dict; boxes under ``score_thresh`` are not drawn. ``progress`` wraps the record
@@ -120,7 +120,7 @@ def visualize(records, predict, out_dir, num=None, grid_size=16, score_thresh=0.
         wrong = truth is not None and prediction["number"] != truth["number"]
         if wrong_only and not wrong:
             continue
-        sample = render_sample(image, _above(prediction, score_thresh), truth)
+        sample = draw_sample(image, _above(prediction, score_thresh), truth)
         stem = os.path.splitext(os.path.basename(record["file_name"]))[0]
         paths.append(save_png(sample, os.path.join(out_dir, stem + ".png")))
         counts["drawn"] += 1

@@ -26,6 +26,9 @@ DATASET_ID_TO_CONTIGUOUS = {d + 1: d for d in range(10)}
 CONTIGUOUS_TO_DATASET_ID = {v: k for k, v in DATASET_ID_TO_CONTIGUOUS.items()}
 # Folder / json stems accepted for each split, in order of preference.
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
+# Labelled splits the synthetic generator can add (in-style validation, out-of-style test); registered
+# only where their json exists.
+EXTRA_SPLITS = ("valid_instyle", "test_ood")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 # Boxes reaching at most this many pixels past the image edge are clipped (real SVHN has such
 # boxes); boxes further outside are an error.
@@ -43,12 +46,12 @@ def default_dataset_root():
 
 def split_paths(root, split):
     """Return ``(image_dir, json_file or None)`` of a split, accepting ``valid``/``val`` namings."""
-    for stem in SPLIT_NAMES[split]:
+    for stem in SPLIT_NAMES.get(split, (split,)):
         image_dir = os.path.join(root, stem)
         json_file = os.path.join(root, stem + ".json")
         if os.path.isdir(image_dir) or os.path.isfile(json_file):
             return image_dir, (json_file if split != "test" else None)
-    names = " or ".join(f"{s}/" for s in SPLIT_NAMES[split])
+    names = " or ".join(f"{s}/" for s in SPLIT_NAMES.get(split, (split,)))
     raise DatasetError(
         f"digit dataset split '{split}' not found under {os.path.abspath(root)}: expected {names}"
         " (set DIGITS_DATASET_ROOT or see datasets/README.md)"
@@ -166,12 +169,14 @@ def _split_loader(root, split):
 
 def register_digits(root, prefix="digits"):
     """
-    Register ``{prefix}_train``, ``{prefix}_valid`` and ``{prefix}_test`` under ``root``. Nothing is
+    Register ``{prefix}_train``, ``{prefix}_valid`` and ``{prefix}_test`` under ``root``, and
+    ``{prefix}_valid_instyle`` / ``{prefix}_test_ood`` where ``ROOT/<split>.json`` exists. Nothing is
     read until a dataset is used, so registering a root that does not exist yet is fine.
     Re-registering a name replaces it.
     """
     names = []
-    for split in SPLIT_NAMES:
+    extra = [s for s in EXTRA_SPLITS if os.path.isfile(os.path.join(root, s + ".json"))]
+    for split in [*SPLIT_NAMES, *extra]:
         name = f"{prefix}_{split}"
         if name in DatasetCatalog.list():
             DatasetCatalog.remove(name)

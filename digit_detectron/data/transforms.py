@@ -44,13 +44,73 @@ class RandomGaussianBlur(T.Augmentation):
         return T.ColorTransform(lambda img: cv2.GaussianBlur(img, (k, k), sigma))
 
 
+class RandomGrayscale(T.Augmentation):
+    """With probability ``prob``, replace every channel by the pixel's mean."""
+
+    def __init__(self, prob):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        return T.ColorTransform(lambda img: np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2).astype(img.dtype))
+
+
+class RandomInvert(T.Augmentation):
+    """With probability ``prob``, invert the image (255 - value)."""
+
+    def __init__(self, prob):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        return T.ColorTransform(lambda img: (255 - img.astype(np.int16)).astype(img.dtype))
+
+
+class RandomNoise(T.Augmentation):
+    """With probability ``prob``, add Gaussian noise of a sigma drawn from ``sigma`` (0..255 scale)."""
+
+    def __init__(self, prob, sigma):
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        sigma = float(np.random.uniform(*self.sigma))
+        seed = int(np.random.randint(2**31))
+
+        def noisy(img):
+            noise = np.random.default_rng(seed).normal(0, sigma, img.shape)
+            return np.clip(img.astype(np.float32) + noise, 0, 255).astype(img.dtype)
+
+        return T.ColorTransform(noisy)
+
+
 def build_digit_augmentation(cfg, is_train):
-    """detectron2's resize (and flip only if INPUT.RANDOM_FLIP asks) plus the photometric ones."""
+    """
+    detectron2's resize (and flip only if INPUT.RANDOM_FLIP asks), then for training: a small rotation
+    and the photometric ones (colour jitter, grayscale, inversion, blur, noise), each off at 0.
+    """
     augs = build_augmentation(cfg, is_train)
     if is_train:
-        cj, blur = cfg.INPUT.COLOR_JITTER, cfg.INPUT.GAUSSIAN_BLUR
+        inp = cfg.INPUT
+        cj, blur, noise = inp.COLOR_JITTER, inp.GAUSSIAN_BLUR, inp.NOISE
+        if inp.ROTATION.PROB > 0:
+            angle = float(inp.ROTATION.ANGLE)
+            rotation = T.RandomRotation([-angle, angle], expand=False, sample_style="range")
+            augs.append(T.RandomApply(rotation, prob=inp.ROTATION.PROB))
         if cj.PROB > 0:
             augs.append(RandomColorJitter(cj.PROB, cj.BRIGHTNESS, cj.CONTRAST, cj.SATURATION))
+        if inp.GRAYSCALE_PROB > 0:
+            augs.append(RandomGrayscale(inp.GRAYSCALE_PROB))
+        if inp.INVERT_PROB > 0:
+            augs.append(RandomInvert(inp.INVERT_PROB))
         if blur.PROB > 0:
             augs.append(RandomGaussianBlur(blur.PROB, blur.KERNEL_SIZE, tuple(blur.SIGMA)))
+        if noise.PROB > 0:
+            augs.append(RandomNoise(noise.PROB, tuple(noise.SIGMA)))
     return augs

@@ -16,6 +16,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
+from ..data.sampling import mixed_train_data
 from .hooks import EpochHook, PlotMetricsHook
 
 
@@ -74,7 +75,11 @@ class DigitTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
-        return build_detection_train_loader(cfg, mapper=DigitDatasetMapper(cfg, is_train=True))
+        mapper = DigitDatasetMapper(cfg, is_train=True)
+        if not cfg.DIGITS.TRAIN_MIX:
+            return build_detection_train_loader(cfg, mapper=mapper)
+        dataset, sampler = mixed_train_data(cfg)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):

@@ -1,13 +1,16 @@
 """
 Synthetic SVHN-like house-number datasets in the NYCU HW2 layout (the embedded default data)::
 
-    ROOT/train/1.png ...  ROOT/train.json
-    ROOT/valid/1.png ...  ROOT/valid.json
-    ROOT/test/1.png ...   (no json, like HW2)
+    ROOT/train/1.png ...          ROOT/train.json           in-style
+    ROOT/valid/1.png ...          ROOT/valid.json           out-of-style (recipes are chosen on it)
+    ROOT/test/1.png ...           (no json, like HW2)       out-of-style
+    ROOT/valid_instyle/1.png ...  ROOT/valid_instyle.json   in-style (optional)
+    ROOT/test_ood/1.png ...       ROOT/test_ood.json        out-of-style, never used to choose (optional)
 
-Image sizes and box layouts come from real SVHN geometry (``layout``); each image is
-drawn from its own seed ``(seed, split, image id)``, so a dataset is byte-identical for a seed
-whatever the number of worker processes.
+The styles are the two disjoint sides of ``styles``' split, recorded in each json's ``info``. Image
+sizes and box layouts (and the digits, when the geometry file labels them) come from real SVHN
+geometry (``layout``); each image is drawn from its own seed ``(seed, split, image id)``, so a dataset
+is byte-identical for a seed whatever the number of worker processes.
 """
 
 import functools
@@ -27,20 +30,34 @@ from ..image_io import read_image
 from .glyphs import GlyphBank
 from .layout import build_layout_sampler
 from .render import render_sample
+from .styles import SPLIT_STYLES
 
-SPLITS = ("train", "valid", "test")
+# In this order: a split's index is part of its images' seeds.
+SPLITS = ("train", "valid", "test", "valid_instyle", "test_ood")
+LABELLED = ("train", "valid", "valid_instyle", "test_ood")
 CATEGORIES = [{"id": d + 1, "name": name} for d, name in enumerate(DIGIT_CLASSES)]
 
 
 class SampleRenderer:
-    """Renders image ``image_id`` of ``split`` for ``seed`` from a layout sampler and a GlyphBank."""
+    """
+    Renders image ``image_id`` of ``split`` for ``seed`` from a layout sampler, in the split's style
+    (``styles.SPLIT_STYLES``) with that style's GlyphBank (``glyph_banks``: style name -> GlyphBank,
+    built when missing).
+    """
 
-    def __init__(self, layout_sampler, glyphs, seed):
-        self.layout_sampler, self.glyphs, self.seed = layout_sampler, glyphs, seed
+    def __init__(self, layout_sampler, seed, glyph_banks=None):
+        self.layout_sampler, self.seed = layout_sampler, seed
+        self.glyph_banks = dict(glyph_banks or {})
+
+    def glyphs(self, style):
+        if style.name not in self.glyph_banks:
+            self.glyph_banks[style.name] = GlyphBank(style.glyph_sources)
+        return self.glyph_banks[style.name]
 
     def __call__(self, split, image_id):
+        style = SPLIT_STYLES[split]
         rng = np.random.default_rng([self.seed, SPLITS.index(split), image_id])
-        return render_sample(rng, self.layout_sampler(rng), self.glyphs)
+        return render_sample(rng, self.layout_sampler(rng), self.glyphs(style), style)
 
 
 def _write_png(path, image_rgb):
@@ -76,7 +93,7 @@ def _render_and_write(task, renderer=None):
     return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist()
 
 
-def _coco_json(records):
+def _coco_json(records, split, seed):
     images, annotations = [], []
     for _, image_id, width, height, boxes, digits in records:
         images.append({"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width})
@@ -91,36 +108,57 @@ def _coco_json(records):
                     "iscrowd": 0,
                 }
             )
-    return {"images": images, "annotations": annotations, "categories": CATEGORIES}
+    info = {"description": f"synthetic house numbers, split {split}", "seed": seed, "style": SPLIT_STYLES[split].info()}
+    return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
 
 
 def generate_dataset(
-    root, num_train, num_valid, num_test, seed=0, geometry=None, workers=1, overwrite=False, progress=False
+    root,
+    num_train,
+    num_valid,
+    num_test,
+    seed=0,
+    geometry=None,
+    workers=1,
+    overwrite=False,
+    progress=False,
+    num_valid_instyle=0,
+    num_test_ood=0,
 ):
     """
-    Write a synthetic dataset under ``root`` and return a summary dict (counts, geometry source,
-    wall-clock images/s, worker start-up included). ``geometry``: see ``layout.build_layout_sampler``.
-    Existing split folders or jsons are an error unless ``overwrite``. Everything is written into a
-    hidden staging folder under ``root`` and moved into place at the end, so an interrupted run leaves
-    no partial split.
+    Write a synthetic dataset under ``root`` and return a summary dict (counts, styles, geometry
+    source, wall-clock images/s, worker start-up included). ``valid_instyle`` and ``test_ood`` are
+    written only when asked for. ``geometry``: see ``layout.build_layout_sampler``. Existing split
+    folders or jsons are an error unless ``overwrite``. Everything is written into a hidden staging
+    folder under ``root`` and moved into place at the end, so an interrupted run leaves no partial split.
     """
-    counts = {"train": num_train, "valid": num_valid, "test": num_test}
+    counts = {
+        "train": num_train,
+        "valid": num_valid,
+        "test": num_test,
+        "valid_instyle": num_valid_instyle,
+        "test_ood": num_test_ood,
+    }
     for split, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:
             raise ValueError(f"number of {split} images must be a non-negative integer, got {n!r}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    targets = [os.path.join(root, name) for name in ("train", "train.json", "valid", "valid.json", "test")]
+    splits = [s for s in SPLITS if counts[s] or s in ("train", "valid", "test")]
+    names = [n for s in splits for n in ((s, s + ".json") if s in LABELLED else (s,))]
+    targets = [os.path.join(root, name) for name in names]
     existing = [t for t in targets if os.path.exists(t)]
     if existing and not overwrite:
         raise DatasetError(f"{existing[0]}: already exists; pass overwrite=True (--overwrite) to replace it")
 
-    renderer = SampleRenderer(build_layout_sampler(geometry), GlyphBank(), seed)
+    renderer = SampleRenderer(build_layout_sampler(geometry), seed)
+    for split in splits:
+        renderer.glyphs(SPLIT_STYLES[split])  # built once here, not in every worker
     os.makedirs(root, exist_ok=True)
     staging = tempfile.mkdtemp(dir=root, prefix=".synthetic-")
     try:
         tasks = []
-        for split in SPLITS:
+        for split in splits:
             os.makedirs(os.path.join(staging, split))
             tasks += [(split, i, os.path.join(staging, split)) for i in range(1, counts[split] + 1)]
         start = time.perf_counter()
@@ -131,8 +169,10 @@ def generate_dataset(
             with _worker_context().Pool(workers, initializer=_init_worker, initargs=(renderer,)) as pool:
                 records = list(bar(pool.imap(_render_and_write, tasks, chunksize=8)))
         seconds = time.perf_counter() - start
-        for split in ("train", "valid"):
-            atomic_write_json(os.path.join(staging, split + ".json"), _coco_json(r for r in records if r[0] == split))
+        for split in splits:
+            if split in LABELLED:
+                coco = _coco_json((r for r in records if r[0] == split), split, seed)
+                atomic_write_json(os.path.join(staging, split + ".json"), coco)
         for target in targets:
             if os.path.isdir(target):
                 shutil.rmtree(target)
@@ -145,8 +185,12 @@ def generate_dataset(
         "seed": seed,
         "geometry": renderer.layout_sampler.source,
         "splits": {
-            split: {"images": counts[split], "boxes": sum(len(r[4]) for r in records if r[0] == split)}
-            for split in SPLITS
+            split: {
+                "images": counts[split],
+                "boxes": sum(len(r[4]) for r in records if r[0] == split),
+                "style": SPLIT_STYLES[split].name,
+            }
+            for split in splits
         },
         "seconds": seconds,
         "images_per_s": len(tasks) / max(seconds, 1e-9),

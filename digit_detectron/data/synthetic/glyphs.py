@@ -1,4 +1,17 @@
-"""Digit ink masks pre-rendered once per font, from the fonts matplotlib ships (DejaVu, STIX, Computer Modern)."""
+"""
+Digit ink masks, pre-rendered once per glyph source. A source is named ``kind:detail``:
+
+* ``ttf:<file>``: a TrueType font that matplotlib ships (DejaVu, STIX, Computer Modern);
+* ``hershey:<face>[-italic]``: one of OpenCV's Hershey stroke fonts (``cv2.putText``);
+* ``segment7`` / ``segment7-slant``: seven-segment displays, drawn procedurally;
+* ``dotmatrix``: a 5x7 dot-matrix font, drawn procedurally;
+* ``stencil:<file>``: a TrueType font with stencil bridges cut through its strokes.
+
+Every source renders digits "0".."9" with "0" GLYPH_HEIGHT px tall, cropped to the ink, in each stroke
+weight of WEIGHTS (erosion < 0 < dilation, px at GLYPH_HEIGHT). Each source also gets three plain
+"1"s in its own stroke width (a bar; with a flag; with a flag and a base), since house numbers often
+show a thinner "1" than the font's.
+"""
 
 import os
 
@@ -7,33 +20,49 @@ import matplotlib
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-# Fonts whose figures look like house numbers: the symbol fonts, DejaVu*Display (no digits) and
-# cmmi10 (old-style figures) are left out.
-FONT_FILES = (
-    "DejaVuSans.ttf",
-    "DejaVuSans-Bold.ttf",
-    "DejaVuSans-Oblique.ttf",
-    "DejaVuSans-BoldOblique.ttf",
-    "DejaVuSansMono.ttf",
-    "DejaVuSansMono-Bold.ttf",
-    "DejaVuSansMono-BoldOblique.ttf",
-    "DejaVuSerif.ttf",
-    "DejaVuSerif-Bold.ttf",
-    "DejaVuSerif-Italic.ttf",
-    "DejaVuSerif-BoldItalic.ttf",
-    "STIXGeneral.ttf",
-    "STIXGeneralBol.ttf",
-    "STIXGeneralItalic.ttf",
-    "STIXGeneralBolIta.ttf",
-    "cmr10.ttf",
-    "cmb10.ttf",
-    "cmss10.ttf",
-    "cmti10.ttf",
-    "cmtt10.ttf",
-)
-GLYPH_HEIGHT = 96  # px, the height of "0" in every font
-# Stroke-weight variants: dilation radius in px at GLYPH_HEIGHT.
-WEIGHTS = (0, 3, 6)
+GLYPH_HEIGHT = 96  # px, the height of "0" in every source
+# Stroke-weight variants: erosion (< 0) or dilation (> 0) radius in px at GLYPH_HEIGHT.
+WEIGHTS = (-2, 0, 3, 6)
+# How often each weight is drawn.
+WEIGHT_P = (0.15, 0.5, 0.25, 0.1)
+
+HERSHEY_FACES = {
+    "simplex": cv2.FONT_HERSHEY_SIMPLEX,
+    "plain": cv2.FONT_HERSHEY_PLAIN,
+    "duplex": cv2.FONT_HERSHEY_DUPLEX,
+    "complex": cv2.FONT_HERSHEY_COMPLEX,
+    "triplex": cv2.FONT_HERSHEY_TRIPLEX,
+    "complex_small": cv2.FONT_HERSHEY_COMPLEX_SMALL,
+    "script_simplex": cv2.FONT_HERSHEY_SCRIPT_SIMPLEX,
+    "script_complex": cv2.FONT_HERSHEY_SCRIPT_COMPLEX,
+}
+
+# Segments a..g of each digit (a top, b top right, c bottom right, d bottom, e bottom left, f top left, g middle).
+SEGMENTS = {
+    0: "abcdef",
+    1: "bc",
+    2: "abged",
+    3: "abgcd",
+    4: "fgbc",
+    5: "afgcd",
+    6: "afgedc",
+    7: "abc",
+    8: "abcdefg",
+    9: "abcdfg",
+}
+# 5x7 dot-matrix digits, one string of 5 columns per row.
+DOT_MATRIX = {
+    0: ("01110", "10001", "10011", "10101", "11001", "10001", "01110"),
+    1: ("00100", "01100", "00100", "00100", "00100", "00100", "01110"),
+    2: ("01110", "10001", "00001", "00010", "00100", "01000", "11111"),
+    3: ("11111", "00010", "00100", "00010", "00001", "10001", "01110"),
+    4: ("00010", "00110", "01010", "10010", "11111", "00010", "00010"),
+    5: ("11111", "10000", "11110", "00001", "00001", "10001", "01110"),
+    6: ("00110", "01000", "10000", "11110", "10001", "10001", "01110"),
+    7: ("11111", "00001", "00010", "00100", "01000", "01000", "01000"),
+    8: ("01110", "10001", "10001", "01110", "10001", "10001", "01110"),
+    9: ("01110", "10001", "10001", "01111", "00001", "00010", "01100"),
+}
 
 
 def default_font_dir():
@@ -42,38 +71,104 @@ def default_font_dir():
 
 class GlyphBank:
     """
-    ``masks[f][d][w]``: uint8 ink coverage (0..255) of digit ``d`` in font ``f`` at stroke weight
-    ``WEIGHTS[w]``, cropped tight to the ink; ``font_names[f]`` names the font file.
+    ``masks[s][d][w]``: uint8 ink coverage (0..255) of digit ``d`` in source ``s`` at stroke weight
+    ``WEIGHTS[w]``, cropped tight to the ink; ``ones[s][k][w]`` the plain "1" shapes ``k`` (bar, flag,
+    flag and base) of source ``s``; ``font_names[s]`` names the source (see the module docstring).
     """
 
-    def __init__(self, font_dir=None, font_files=FONT_FILES, height=GLYPH_HEIGHT):
+    def __init__(self, sources, font_dir=None, height=GLYPH_HEIGHT):
         font_dir = font_dir or default_font_dir()
-        self.font_names, self.masks = [], []
-        for name in font_files:
-            path = os.path.join(font_dir, name)
-            if os.path.isfile(path):
+        self.font_names, self.masks, self.ones = [], [], []
+        for name in sources:
+            digits = render_source(name, font_dir, height)
+            if digits is not None:
                 self.font_names.append(name)
-                self.masks.append(_render_font(path, height))
+                self.masks.append([_weights(mask, height) for mask in digits])
+                self.ones.append([_weights(m, height) for m in plain_ones(stroke_width(digits[1]), height)])
         if not self.masks:
-            raise FileNotFoundError(f"{font_dir}: none of the digit fonts {list(font_files)} found")
+            raise FileNotFoundError(f"{font_dir}: none of the glyph sources {list(sources)} could be rendered")
+
+
+def stroke_width(mask):
+    """The width of a glyph's vertical stroke: the longest run of ink across its middle row."""
+    row = mask[mask.shape[0] // 2] > 127
+    runs, run = [0], 0
+    for ink in row:
+        run = run + 1 if ink else 0
+        runs.append(run)
+    return max(max(runs), 2)
+
+
+def plain_ones(stroke, height):
+    """A bar, a bar with a flag, and a bar with a flag and a base, ``stroke`` px wide and ``height`` tall."""
+    shapes = []
+    for flag, base in ((False, False), (True, False), (True, True)):
+        w = int(round(0.6 * height)) + 2 * stroke
+        canvas = np.zeros((height + 2 * stroke, w), np.uint8)
+        x0 = w // 2 - stroke // 2
+        cv2.rectangle(canvas, (x0, stroke), (x0 + stroke - 1, stroke + height - 1), 255, -1)
+        if flag:
+            tip = (int(x0 - 0.18 * height), int(stroke + 0.2 * height))
+            cv2.line(canvas, (x0 + stroke // 2, stroke + stroke // 2), tip, 255, stroke, cv2.LINE_AA)
+        if base:
+            half = int(0.22 * height)
+            y = stroke + height - stroke
+            cv2.rectangle(canvas, (x0 + stroke // 2 - half, y), (x0 + stroke // 2 + half, y + stroke - 1), 255, -1)
+        shapes.append(_crop(canvas))
+    return shapes
+
+
+def render_source(name, font_dir, height):
+    """The 10 digit masks (cropped to the ink) of source ``name``; None for a font file that is absent."""
+    kind, _, detail = name.partition(":")
+    if kind in ("ttf", "stencil"):
+        path = os.path.join(font_dir, detail)
+        if not os.path.isfile(path):
+            return None
+        digits = _render_font(path, height)
+        return [_stencil(m) for m in digits] if kind == "stencil" else digits
+    if kind == "hershey":
+        face, italic = detail.removesuffix("-italic"), detail.endswith("-italic")
+        if face not in HERSHEY_FACES:
+            raise ValueError(f"unknown Hershey face {face!r} in glyph source {name!r}")
+        return [_render_hershey(HERSHEY_FACES[face] | (cv2.FONT_ITALIC if italic else 0), d, height) for d in range(10)]
+    if kind in ("segment7", "segment7-slant"):
+        return [_render_segments(d, height, slant=0.18 if kind.endswith("slant") else 0.0) for d in range(10)]
+    if kind == "dotmatrix":
+        return [_render_dots(d, height) for d in range(10)]
+    raise ValueError(f"unknown glyph source {name!r}")
+
+
+def _crop(mask):
+    ys, xs = np.nonzero(mask)
+    if not len(ys):
+        raise ValueError("a glyph has no ink")
+    return np.ascontiguousarray(mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+
+
+def _weights(mask, height):
+    """The mask at every stroke weight of WEIGHTS; an erosion that would erase most ink keeps the mask."""
+    variants = []
+    for radius in WEIGHTS:
+        r = round(abs(radius) * height / GLYPH_HEIGHT)
+        if r == 0:
+            variants.append(mask)
+            continue
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        if radius > 0:
+            variants.append(cv2.dilate(np.pad(mask, r), kernel))
+        else:
+            thin = cv2.erode(mask, kernel)
+            keep = (thin > 127).sum() >= 0.35 * (mask > 127).sum()
+            variants.append(_crop(thin) if keep else mask)
+    return variants
 
 
 def _render_font(path, height):
     # Scale the point size so that "0" is `height` px tall, then render every digit.
     probe = _render_digit(ImageFont.truetype(path, 2 * height), "0")
     font = ImageFont.truetype(path, round(2 * height * height / probe.shape[0]))
-    digits = []
-    for d in range(10):
-        mask = _render_digit(font, str(d))
-        variants = []
-        for radius in WEIGHTS:
-            m = np.pad(mask, radius) if radius else mask
-            if radius:
-                kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-                m = cv2.dilate(m, kernel)
-            variants.append(m)
-        digits.append(variants)
-    return digits
+    return [_render_digit(font, str(d)) for d in range(10)]
 
 
 def _render_digit(font, char):
@@ -82,7 +177,81 @@ def _render_digit(font, char):
     canvas = Image.new("L", (right - left + 2 * pad, bottom - top + 2 * pad), 0)
     ImageDraw.Draw(canvas).text((pad - left, pad - top), char, font=font, fill=255)
     mask = np.asarray(canvas)
-    ys, xs = np.nonzero(mask)
-    if not len(ys):
+    if not mask.any():
         raise ValueError(f"font {font.path} has no ink for '{char}'")
-    return np.ascontiguousarray(mask[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    return _crop(mask)
+
+
+def _render_hershey(face, digit, height):
+    # Hershey glyphs are strokes: a thickness of ~1/9 of the height looks like a sign-maker's pen.
+    (_, h0), _ = cv2.getTextSize("0", face, 1.0, 1)
+    scale = 1.15 * height / max(h0, 1)
+    thickness = max(2, round(height / 9))
+    (w, h), base = cv2.getTextSize(str(digit), face, scale, thickness)
+    canvas = np.zeros((h + base + 4 * thickness, w + 4 * thickness), np.uint8)
+    cv2.putText(canvas, str(digit), (2 * thickness, h + 2 * thickness), face, scale, 255, thickness, cv2.LINE_AA)
+    mask = _crop(canvas)
+    probe = _crop(_hershey_zero(face, scale, thickness))
+    factor = height / probe.shape[0]  # so that "0" is `height` px tall, as in every source
+    return cv2.resize(mask, (max(1, round(mask.shape[1] * factor)), max(1, round(mask.shape[0] * factor))))
+
+
+def _hershey_zero(face, scale, thickness):
+    (w, h), base = cv2.getTextSize("0", face, scale, thickness)
+    canvas = np.zeros((h + base + 4 * thickness, w + 4 * thickness), np.uint8)
+    cv2.putText(canvas, "0", (2 * thickness, h + 2 * thickness), face, scale, 255, thickness, cv2.LINE_AA)
+    return canvas
+
+
+def _render_segments(digit, height, slant=0.0):
+    """A seven-segment digit: hexagonal segments in a cell 0.55 x height, ``slant`` = shear (x per y)."""
+    w, t = 0.55 * height, 0.12 * height  # cell width, segment thickness
+    gap = 0.02 * height
+    ends = {  # segment centre lines, (x0, y0, x1, y1) in a cell with y down
+        "a": (0, 0, w, 0),
+        "b": (w, 0, w, height / 2),
+        "c": (w, height / 2, w, height),
+        "d": (0, height, w, height),
+        "e": (0, height / 2, 0, height),
+        "f": (0, 0, 0, height / 2),
+        "g": (0, height / 2, w, height / 2),
+    }
+    pad = int(t + abs(slant) * height) + 4
+    canvas = np.zeros((int(height + 2 * pad), int(w + 2 * pad + abs(slant) * height)), np.uint8)
+    for seg in SEGMENTS[digit]:
+        x0, y0, x1, y1 = ends[seg]
+        if x0 == x1:  # vertical: a hexagon pointing up and down
+            y0, y1 = y0 + gap + t / 2, y1 - gap - t / 2
+            h = t / 2
+            poly = [(x0, y0 - h), (x0 + h, y0), (x0 + h, y1), (x0, y1 + h), (x0 - h, y1), (x0 - h, y0)]
+        else:
+            x0, x1 = x0 + gap + t / 2, x1 - gap - t / 2
+            h = t / 2
+            poly = [(x0 - h, y0), (x0, y0 - h), (x1, y0 - h), (x1 + h, y0), (x1, y0 + h), (x0, y0 + h)]
+        pts = np.array([(x + pad + slant * (height - y), y + pad) for x, y in poly])
+        cv2.fillPoly(canvas, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+    return _crop(canvas)
+
+
+def _render_dots(digit, height):
+    """A 5x7 dot-matrix digit, 7 rows of round dots spanning ``height``."""
+    pitch = height / 7
+    r = 0.42 * pitch
+    canvas = np.zeros((int(height + 2 * pitch), int(5 * pitch + 2 * pitch)), np.uint8)
+    for row, bits in enumerate(DOT_MATRIX[digit]):
+        for col, bit in enumerate(bits):
+            if bit == "1":
+                centre = (int(round((col + 1.5) * pitch * 16)), int(round((row + 1.5) * pitch * 16)))
+                cv2.circle(canvas, centre, int(round(r * 16)), 255, -1, cv2.LINE_AA, shift=4)
+    return _crop(canvas)
+
+
+def _stencil(mask):
+    """Stencil bridges: two thin horizontal gaps through the strokes at 38% and 62% of the height."""
+    out = mask.copy()
+    h = out.shape[0]
+    gap = max(2, round(0.05 * h))
+    for f in (0.38, 0.62):
+        y = round(f * h)
+        out[y : y + gap] = 0
+    return _crop(out) if out.any() else mask

@@ -15,8 +15,9 @@ from ..datasets import DatasetError
 PARAMETRIC = "parametric"
 MAX_DIGITS = 5
 
-# An image size and its digit boxes: ``boxes`` is a (k, 4) float array of XYWH pixel boxes.
-Layout = namedtuple("Layout", ["width", "height", "boxes"])
+# An image size and its digit boxes: ``boxes`` is a (k, 4) float array of XYWH pixel boxes; ``digits``
+# the (k,) labels the geometry file gives them (0..9), or None to draw random digits.
+Layout = namedtuple("Layout", ["width", "height", "boxes", "digits"], defaults=(None,))
 
 
 class SVHNGeometrySampler:
@@ -31,6 +32,7 @@ class SVHNGeometrySampler:
             sizes = np.array([(img["width"], img["height"]) for img in data["images"]], dtype=np.int64)
             owner = np.array([ann["image_id"] for ann in data["annotations"]], dtype=np.int64)
             boxes = np.array([ann["bbox"] for ann in data["annotations"]], dtype=np.float64).reshape(-1, 4)
+            labels = np.array([ann.get("category_id", 0) for ann in data["annotations"]], dtype=np.int64) - 1
         except FileNotFoundError:
             raise DatasetError(f"{json_file}: geometry file not found") from None
         except json.JSONDecodeError as e:
@@ -46,7 +48,7 @@ class SVHNGeometrySampler:
         if (slot >= len(ids)).any() or (ids[np.minimum(slot, len(ids) - 1)] != owner).any():
             raise DatasetError(f"{json_file}: an annotation points at a missing image id")
         order = np.lexsort((boxes[:, 1], boxes[:, 0], slot))
-        slot, boxes = slot[order], boxes[order]
+        slot, boxes, labels = slot[order], boxes[order], labels[order]
         counts = np.bincount(slot, minlength=len(ids))
         starts = np.concatenate([[0], np.cumsum(counts)])
         keep = np.nonzero((counts >= 1) & (counts <= MAX_DIGITS) & (sizes.min(1) > 0))[0]
@@ -56,11 +58,16 @@ class SVHNGeometrySampler:
         self.counts = counts[keep]
         self.starts = starts[keep]
         self.boxes = boxes
+        # Real labels (category_id - 1) where the file gives all of an image's digits, else -1.
+        self.labels = labels
 
     def __call__(self, rng):
         i = int(rng.integers(len(self.sizes)))
         w, h = self.sizes[i]
-        return Layout(int(w), int(h), self.boxes[self.starts[i] : self.starts[i] + self.counts[i]].copy())
+        span = slice(self.starts[i], self.starts[i] + self.counts[i])
+        labels = self.labels[span]
+        digits = labels.copy() if ((labels >= 0) & (labels <= 9)).all() else None
+        return Layout(int(w), int(h), self.boxes[span].copy(), digits)
 
 
 class ParametricSampler:

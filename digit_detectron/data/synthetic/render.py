@@ -1,7 +1,13 @@
 """
-Render one synthetic house-number photo into a given box layout: a textured wall, an optional
-plate, the digits (one font, weight and colour per number, slight rotation and shear), unlabelled
-clutter, then camera effects (down-scaling from 1.25-3x, blur, noise, colour cast, JPEG).
+Render one synthetic house-number photo into a given box layout, in a ``styles.Style``: a textured
+wall, an optional plate, the digits (one glyph source, weight and colour per number, slight rotation
+and shear, sometimes an outline, drop shadow or 3-D extrusion), unlabelled clutter (cut-off digits at
+the image edge, letters), then camera effects (down-scaling from 1.25-3x, the style's blur, noise,
+colour cast, JPEG).
+
+Boxes follow the SVHN annotators: a digit's box is its layout box (moved with the plate's rotation
+and shear), and its ink fills the box's height with the glyph's own aspect ratio, so a thin "1" sits in a
+box wider than its ink; the box always holds all of the ink.
 """
 
 from collections import namedtuple
@@ -9,57 +15,73 @@ from collections import namedtuple
 import cv2
 import numpy as np
 
-from .glyphs import WEIGHTS
-from .textures import (
-    contrasting_colour,
-    linear_ramp,
-    painted_wall,
-    random_background,
-    random_colour,
-)
+from .glyphs import WEIGHT_P, WEIGHTS
+from .textures import ColourScheme, linear_ramp, painted_wall, random_background
 
-# image: HxWx3 uint8 RGB; boxes: (k, 4) int XYWH tight around each digit's ink; digits: (k,) 0..9;
+# image: HxWx3 uint8 RGB; boxes: (k, 4) int XYWH, each holding its digit's ink; digits: (k,) 0..9;
 # masks: (k, H, W) float32 ink coverage of each digit in the final image.
 Sample = namedtuple("Sample", ["image", "boxes", "digits", "masks"])
 
 INK_THRESHOLD = 0.5  # a pixel is ink when the digit covers at least this fraction of it
 RENDER_HEIGHT = 120  # px: images are drawn about this tall (1.25x..3x) and resized down
 MAX_RENDER_SIDE = 1600
+# Letters drawn as clutter: none that reads like a digit (O 0, I 1, S 5, B 8, Z 2, G 6, Q 0, D 0).
+CLUTTER_LETTERS = "ACEFHJKLMNPRTUVWXY"
+PLAIN_ONE_P = 0.5  # how often a "1" is drawn as a plain shape: a bar, with a flag, with a flag and a base
+PLAIN_ONE_SHAPE_P = (0.5, 0.3, 0.2)
+_SCHEMES = {}
 
 
-def render_sample(rng, layout, glyphs):
-    """Draw ``layout`` (``synthetic_layout.Layout``) with ``glyphs`` (a GlyphBank); returns a Sample."""
+def _scheme(style):
+    if style.name not in _SCHEMES:
+        _SCHEMES[style.name] = ColourScheme(style.palette, style.hue_range)
+    return _SCHEMES[style.name]
+
+
+def render_sample(rng, layout, glyphs, style):
+    """Draw ``layout`` (``layout.Layout``) with ``glyphs`` (a GlyphBank of the style's sources) in ``style``."""
+    scheme = _scheme(style)
     W, H = layout.width, layout.height
     s = min(float(np.clip(RENDER_HEIGHT / H, 1.25, 3.0)), MAX_RENDER_SIDE / max(W, H))
     cw, ch = max(int(round(W * s)), 1), max(int(round(H * s)), 1)
     boxes = layout.boxes * np.array([cw / W, ch / H, cw / W, ch / H])
 
-    digits = rng.integers(0, 10, size=len(boxes))
-    font = glyphs.masks[int(rng.integers(len(glyphs.masks)))]
-    weight = int(rng.choice(len(WEIGHTS), p=(0.55, 0.3, 0.15)))
-    sources = [font[d][weight] for d in digits]
+    digits = layout.digits if layout.digits is not None else rng.integers(0, 10, size=len(boxes))
+    digits = np.asarray(digits, dtype=np.int64)
+    source = int(rng.integers(len(glyphs.masks)))
+    font = glyphs.masks[source]
+    weight = int(rng.choice(len(WEIGHTS), p=WEIGHT_P))
+    ones = glyphs.ones[source]
+    # A plain "1" (bar / flag / flag and base) in the font's stroke instead of the font's own, at times.
+    sources = [
+        ones[int(rng.choice(len(ones), p=PLAIN_ONE_SHAPE_P))][weight]
+        if d == 1 and rng.random() < PLAIN_ONE_P
+        else font[d][weight]
+        for d in digits
+    ]
     rects = _place_glyphs(rng, boxes, sources)
-    unit = float(np.median(rects[:, 3]))
-    affine = _camera_affine(rng, rects, cw, ch)
-    extent = _extent(_rect_corners(rects), affine)
+    unit = float(np.median(boxes[:, 3]))
+    affine = _camera_affine(rng, boxes, cw, ch)
+    extent = _extent(_rect_corners(boxes), affine)
 
-    image = random_background(rng, ch, cw, random_colour(rng), unit)
+    image = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures)
     if rng.random() < 0.3:
-        image = _add_second_surface(rng, image, extent, unit)
+        image = _add_second_surface(rng, image, extent, unit, scheme, style)
     if rng.random() < 0.25:
-        _draw_lines(rng, image, unit)
+        _draw_lines(rng, image, unit, scheme)
     plate = rng.random() < 0.45
     if plate:
         pad_x, pad_y = unit * rng.uniform(0.15, 0.7), unit * rng.uniform(0.12, 0.45)
         radius = unit * rng.uniform(0, 0.4)
-        plate_colour = random_colour(rng)
-        image = _draw_plate(rng, image, _rounded_rect(rects, pad_x, pad_y, radius), affine, plate_colour, unit)
+        plate_colour = scheme.random(rng)
+        image = _draw_plate(rng, image, _rounded_rect(boxes, pad_x, pad_y, radius), affine, plate_colour, unit, scheme)
         if pad_x > 0.35 * unit and rng.random() < 0.3:
-            _draw_screws(rng, image, rects, pad_x, affine, unit)
-    ink = contrasting_colour(rng, plate_colour if plate else _mean_colour(image, extent), rng.uniform(60, 120))
+            _draw_screws(rng, image, boxes, pad_x, affine, unit, scheme)
+    contrast = rng.uniform(60, 120) if rng.random() < 0.9 else rng.uniform(35, 60)  # sometimes low contrast
+    ink = scheme.contrasting(rng, plate_colour if plate else _mean_colour(image, extent), contrast)
     if plate and pad_y > 0.2 * unit and rng.random() < 0.5:  # a border line inside the plate's edge
         f = rng.uniform(0.45, 0.7)
-        border = _rounded_rect(rects, pad_x * f, pad_y * f, radius * f)
+        border = _rounded_rect(boxes, pad_x * f, pad_y * f, radius * f)
         image = _draw_outline(image, border, affine, ink, max(1, int(unit * rng.uniform(0.03, 0.06))))
 
     masks = [np.zeros((ch, cw), np.uint8) for _ in sources]
@@ -68,12 +90,18 @@ def render_sample(rng, layout, glyphs):
     clutter = np.zeros((ch, cw), np.uint8)
     if rng.random() < 0.3:
         _draw_cut_digit(rng, font, weight, rects, extent, clutter, cw)
+    if rng.random() < 0.2:
+        _draw_letter(rng, extent, unit, clutter)
     fill = _union(masks + [clutter])
-    if rng.random() < 0.1:  # an outline in another colour around the strokes
+    effect = rng.random()
+    if effect < 0.1:  # an outline in another colour around the strokes
         radius = max(1, int(round(unit * rng.uniform(0.04, 0.08))))
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
-        image = _paint(image, cv2.dilate(fill, kernel), contrasting_colour(rng, ink, min_contrast=80))
+        image = _paint(image, cv2.dilate(fill, kernel), scheme.contrasting(rng, ink, min_contrast=80))
         masks = [cv2.dilate(m, kernel) for m in masks]  # the outline is part of the digit's ink
+    elif effect < 0.2:  # 3-D letters: the strokes extruded down and to one side in a darker shade
+        masks = _extrude(rng, image, masks, fill, ink, unit)
+        fill = _union(masks + [clutter])
     image = _paint_digits(rng, image, fill, ink, unit)
     image = _lighting(rng, image, unit)
 
@@ -81,8 +109,26 @@ def render_sample(rng, layout, glyphs):
     final_masks = (
         np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_AREA) for m in masks]).astype(np.float32) / 255
     )
-    image = _camera_effects(rng, image)
-    return Sample(image, np.array([_ink_box(m) for m in final_masks]).reshape(-1, 4), digits, final_masks)
+    image = _camera_effects(rng, image, style.blurs)
+    labels = [_label_box(box, affine, mask, cw / W, ch / H) for box, mask in zip(boxes, final_masks)]
+    return Sample(image, np.array(labels).reshape(-1, 4), digits, final_masks)
+
+
+def _label_box(box, affine, mask, sx, sy):
+    """
+    Integer XYWH box of one digit in the final image: its layout box (the annotator's box, which
+    already holds the real photo's slant) moved to where the affine takes its centre, grown to hold
+    every ink pixel (``_ink_box``), clipped to the image.
+    """
+    cx, cy = affine @ (box[0] + box[2] / 2, box[1] + box[3] / 2, 1)
+    x0, y0, x1, y1 = cx - box[2] / 2, cy - box[3] / 2, cx + box[2] / 2, cy + box[3] / 2
+    H, W = mask.shape
+    ix, iy, iw, ih = _ink_box(mask)
+    left = max(0, min(int(np.floor(x0 / sx + 0.25)), ix))
+    top = max(0, min(int(np.floor(y0 / sy + 0.25)), iy))
+    right = min(W, max(int(np.ceil(x1 / sx - 0.25)), ix + iw))
+    bottom = min(H, max(int(np.ceil(y1 / sy - 0.25)), iy + ih))
+    return [left, top, right - left, bottom - top]
 
 
 def _ink_box(mask):
@@ -96,31 +142,18 @@ def _ink_box(mask):
 
 def _place_glyphs(rng, boxes, sources):
     """
-    Glyph rectangles (XYWH, canvas px): each box's height and row, each glyph's own aspect ratio
-    condensed so the number spans about the layout's width; side-by-side boxes keep their gaps.
+    Glyph rectangles (XYWH, canvas px) inside the layout boxes, the way SVHN annotators box digits:
+    the ink spans 88-100% of its box's height and keeps its glyph's aspect ratio (the whole number
+    condensed or expanded by up to 15%), but is never wider than its box; placed near the box centre.
     """
     x, y, w, h = boxes.T
-    natural = h * np.array([src.shape[1] / src.shape[0] for src in sources])
-    condense = np.clip(w.sum() / natural.sum(), 0.7, 1.3) * rng.uniform(0.92, 1.08)
-    new_w = natural * condense
-    new_x = x + (w - new_w) / 2
-    order = np.argsort(x + w / 2, kind="stable")
-    runs = [[order[0]]]
-    for a, b in zip(order[:-1], order[1:]):
-        overlap = min(y[a] + h[a], y[b] + h[b]) - max(y[a], y[b])
-        if overlap >= 0.3 * min(h[a], h[b]):
-            runs[-1].append(b)
-        else:
-            runs.append([b])
-    for run in runs:
-        hmin, hmax = h[run].min(), h[run].max()
-        gaps = [np.clip(x[b] - x[a] - w[a], 0.08 * hmin, 0.8 * hmax) for a, b in zip(run[:-1], run[1:])]
-        centre = (x[run[0]] + x[run[-1]] + w[run[-1]]) / 2
-        pos = centre - (new_w[run].sum() + sum(gaps)) / 2
-        for j, i in enumerate(run):
-            new_x[i] = pos
-            pos += new_w[i] + (gaps[j] if j < len(gaps) else 0)
-    return np.stack([new_x, y, new_w, h], axis=1)
+    k = len(boxes)
+    aspect = np.array([src.shape[1] / src.shape[0] for src in sources])
+    gh = h * rng.uniform(0.88, 1.0, size=k)
+    gw = np.minimum(gh * aspect * rng.uniform(0.85, 1.15), w)
+    gx = x + (w - gw) * rng.uniform(0.35, 0.65, size=k)
+    gy = y + (h - gh) * rng.uniform(0.3, 0.7, size=k)
+    return np.stack([gx, gy, gw, gh], axis=1)
 
 
 def _rect_corners(rects):
@@ -201,7 +234,7 @@ def _mean_colour(image, extent):
     return image[y0 : max(y1, y0 + 1), x0 : max(x1, x0 + 1)].reshape(-1, 3).mean(0)
 
 
-def _add_second_surface(rng, image, extent, unit):
+def _add_second_surface(rng, image, extent, unit, scheme, style):
     """Another surface (door frame, window, wall edge) beyond a straight edge that misses the digits."""
     ch, cw = image.shape[:2]
     side = int(rng.integers(4))
@@ -214,17 +247,17 @@ def _add_second_surface(rng, image, extent, unit):
         coords = coords[::-1]
     edge = np.clip(where - coords + 0.5, 0, 1)
     alpha = edge[None, :, None] if side in (0, 2) else edge[:, None, None]
-    other = random_background(rng, ch, cw, random_colour(rng), unit)
+    other = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures)
     return image * (1 - alpha) + other * alpha
 
 
-def _draw_lines(rng, image, unit):
+def _draw_lines(rng, image, unit, scheme):
     ch, cw = image.shape[:2]
     for _ in range(int(rng.integers(1, 4))):
         p0 = (int(rng.uniform(-cw, 2 * cw)), int(rng.uniform(0, ch)))
         p1 = (int(rng.uniform(-cw, 2 * cw)), int(rng.uniform(0, ch)))
         thickness = max(1, int(unit * rng.uniform(0.02, 0.1)))
-        cv2.line(image, p0, p1, random_colour(rng).tolist(), thickness)
+        cv2.line(image, p0, p1, scheme.random(rng).tolist(), thickness)
 
 
 def _rounded_rect(rects, pad_x, pad_y, radius):
@@ -251,7 +284,7 @@ def _polygon_mask(shape, polygon, affine):
     return mask
 
 
-def _draw_plate(rng, image, polygon, affine, colour, unit):
+def _draw_plate(rng, image, polygon, affine, colour, unit, scheme):
     """A plate ``polygon`` (canvas px, before ``affine``) behind the digits, sometimes casting a soft shadow."""
     mask = _polygon_mask(image.shape[:2], polygon, affine)
     if rng.random() < 0.4:
@@ -260,14 +293,14 @@ def _draw_plate(rng, image, polygon, affine, colour, unit):
         shadow = cv2.GaussianBlur(shadow, (0, 0), unit * 0.05 + 0.5).astype(np.float32) / 255
         image = image * (1 - rng.uniform(0.3, 0.6) * shadow[..., None])
     alpha = mask.astype(np.float32)[..., None] / 255
-    return image * (1 - alpha) + painted_wall(rng, *image.shape[:2], colour, unit) * alpha
+    return image * (1 - alpha) + painted_wall(rng, *image.shape[:2], colour, unit, scheme) * alpha
 
 
-def _draw_screws(rng, image, rects, pad_x, affine, unit):
+def _draw_screws(rng, image, rects, pad_x, affine, unit, scheme):
     """Two mounting screws at the ends of a plate."""
     cy = float((rects[:, 1] + rects[:, 3] / 2).mean())
     r = max(1, int(unit * rng.uniform(0.04, 0.08)))
-    colour = random_colour(rng, "light").tolist()
+    colour = scheme.random(rng, "light").tolist()
     for cx in (rects[:, 0].min() - pad_x / 2, (rects[:, 0] + rects[:, 2]).max() + pad_x / 2):
         x, y = affine @ (cx, cy, 1)
         cv2.circle(image, (int(x), int(y)), r, colour, -1)
@@ -300,6 +333,42 @@ def _draw_cut_digit(rng, font, weight, rects, extent, canvas, cw):
     _warp_into(src, _rect_matrix(src, (x, rects[i, 1], w, h))[:2], canvas)
 
 
+def _draw_letter(rng, extent, unit, canvas):
+    """An unlabelled letter (CLUTTER_LETTERS) beside the number where there is room, as on door signs."""
+    ch, cw = canvas.shape
+    h = unit * rng.uniform(0.5, 0.9)
+    face = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_PLAIN)[int(rng.integers(3))]
+    letter = CLUTTER_LETTERS[int(rng.integers(len(CLUTTER_LETTERS)))]
+    scale = h / max(cv2.getTextSize(letter, face, 1.0, 1)[0][1], 1)
+    thickness = max(1, int(round(h / 8)))
+    (w, th), _ = cv2.getTextSize(letter, face, scale, thickness)
+    gap = 0.25 * unit
+    y = int(np.clip((extent[1] + extent[3]) / 2 + th / 2, th + 1, ch - 2))
+    if extent[0] - gap >= w + 2:
+        x = int(rng.uniform(1, extent[0] - gap - w))
+    elif cw - extent[2] - gap >= w + 2:
+        x = int(rng.uniform(extent[2] + gap, cw - w - 1))
+    else:
+        return
+    cv2.putText(canvas, letter, (x, y), face, scale, 255, thickness, cv2.LINE_AA)
+
+
+def _extrude(rng, image, masks, fill, ink, unit):
+    """3-D digits: the fill shifted step by step down and sideways in a darker ink; returns the grown masks."""
+    steps = max(1, int(round(unit * rng.uniform(0.03, 0.08))))
+    direction = np.array([rng.choice((-1, 1)) * rng.uniform(0.3, 1.0), 1.0])
+    side = np.zeros_like(fill)
+    grown = [m.copy() for m in masks]
+    for i in range(1, steps + 1):
+        dx, dy = direction * i
+        m = np.float32([[1, 0, dx], [0, 1, dy]])
+        np.maximum(side, cv2.warpAffine(fill, m, fill.shape[::-1]), out=side)
+        for g, mask in zip(grown, masks):
+            np.maximum(g, cv2.warpAffine(mask, m, mask.shape[::-1]), out=g)
+    image[:] = _paint(image, side, ink * rng.uniform(0.35, 0.6))
+    return grown
+
+
 def _paint_digits(rng, image, mask, ink, unit):
     """Digits in ``ink``, sometimes with a metallic vertical gradient and an offset drop shadow."""
     if rng.random() < 0.3:
@@ -329,29 +398,43 @@ def _lighting(rng, image, unit):
     return image * light[..., None]
 
 
-def _camera_effects(rng, image):
-    """Low resolution, blur, haze, colour cast, gamma, sensor noise and JPEG; returns uint8."""
-    H, W = image.shape[:2]
-    if rng.random() < 0.3:
-        f = rng.uniform(1.3, 2.2)
-        small = cv2.resize(image, (max(int(W / f), 1), max(int(H / f), 1)), interpolation=cv2.INTER_AREA)
-        image = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
-    if rng.random() < 0.5:
-        image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.1))
-    elif rng.random() < 0.2:
+def _blur(rng, image, kind):
+    """One blur of the style: "gaussian", "motion" (a line kernel) or "defocus" (a disk kernel)."""
+    if kind == "gaussian":
+        return cv2.GaussianBlur(image, (0, 0), rng.uniform(0.3, 1.1))
+    if kind == "motion":
         length = int(rng.integers(3, 6))
         kernel = np.zeros((length, length), np.float32)
         cv2.line(kernel, (0, length // 2), (length - 1, length // 2), 1.0, 1)
         rot = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), rng.uniform(0, 180), 1)
         kernel = cv2.warpAffine(kernel, rot, (length, length))
-        image = cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+    elif kind == "defocus":
+        r = rng.uniform(0.8, 1.8)
+        size = 2 * int(np.ceil(r)) + 1
+        kernel = np.zeros((size, size), np.float32)
+        cv2.circle(kernel, (size // 2 * 16, size // 2 * 16), int(r * 16), 1.0, -1, cv2.LINE_AA, shift=4)
+    else:
+        raise ValueError(f"unknown blur kind {kind!r}")
+    return cv2.filter2D(image, -1, kernel / max(kernel.sum(), 1e-6))
+
+
+def _camera_effects(rng, image, blurs):
+    """Low resolution (if the style has it), the style's blur, haze, colour cast, gamma, sensor noise and JPEG."""
+    H, W = image.shape[:2]
+    if "low_resolution" in blurs and rng.random() < 0.3:
+        f = rng.uniform(1.3, 2.2)
+        small = cv2.resize(image, (max(int(W / f), 1), max(int(H / f), 1)), interpolation=cv2.INTER_AREA)
+        image = cv2.resize(small, (W, H), interpolation=cv2.INTER_LINEAR)
+    kinds = [b for b in blurs if b != "low_resolution"]
+    if kinds and rng.random() < 0.55:
+        image = _blur(rng, image, kinds[int(rng.integers(len(kinds)))])
     if rng.random() < 0.3:
         haze = rng.uniform(0.05, 0.3)
         image = image * (1 - haze) + haze * image.reshape(-1, 3).mean(0)
     image = image * rng.normal(1, 0.06, 3).astype(np.float32)
     if rng.random() < 0.5:
         image = 255 * (np.clip(image, 0, 255) / 255) ** rng.uniform(0.7, 1.4)
-    image = image + rng.normal(0, rng.uniform(0, 5), image.shape).astype(np.float32)
+    image = image + rng.normal(0, rng.uniform(0, 6), image.shape).astype(np.float32)
     image = np.clip(image + 0.5, 0, 255).astype(np.uint8)
     if rng.random() < 0.6:
         quality = int(rng.integers(30, 91))

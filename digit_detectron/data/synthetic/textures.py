@@ -1,6 +1,8 @@
 """
 Procedural backgrounds and colours for synthetic house numbers: painted walls, siding, bricks,
-wood, out-of-focus scenery. Images are float32 HxWx3 RGB in 0..255.
+wood, tiles, stucco, foliage, out-of-focus scenery. Images are float32 HxWx3 RGB in 0..255. Colours
+come from a ``ColourScheme`` (a part of the palette and a range of hues), so that the style split
+(``styles``) can keep colour schemes apart.
 """
 
 import colorsys
@@ -9,53 +11,63 @@ import cv2
 import numpy as np
 
 # Colours seen on house-number walls, plates and digits (RGB 0..1), drawn with jitter.
-PALETTE = np.array(
-    [
-        (0.95, 0.95, 0.93),  # white
-        (0.90, 0.85, 0.72),  # cream
-        (0.78, 0.72, 0.60),  # beige
-        (0.55, 0.55, 0.55),  # grey
-        (0.08, 0.08, 0.08),  # black
-        (0.72, 0.58, 0.30),  # brass
-        (0.75, 0.75, 0.78),  # aluminium
-        (0.55, 0.25, 0.18),  # brick red
-        (0.40, 0.26, 0.15),  # wood brown
-        (0.10, 0.25, 0.55),  # plate blue
-        (0.10, 0.35, 0.20),  # dark green
-        (0.65, 0.12, 0.12),  # red
-    ]
-)
+PALETTE = {
+    "white": (0.95, 0.95, 0.93),
+    "cream": (0.90, 0.85, 0.72),
+    "beige": (0.78, 0.72, 0.60),
+    "grey": (0.55, 0.55, 0.55),
+    "black": (0.08, 0.08, 0.08),
+    "brass": (0.72, 0.58, 0.30),
+    "aluminium": (0.75, 0.75, 0.78),
+    "brick red": (0.55, 0.25, 0.18),
+    "wood brown": (0.40, 0.26, 0.15),
+    "plate blue": (0.10, 0.25, 0.55),
+    "dark green": (0.10, 0.35, 0.20),
+    "red": (0.65, 0.12, 0.12),
+    "navy": (0.06, 0.09, 0.30),
+    "ivory": (0.98, 0.96, 0.86),
+}
 
 
 def luminance(rgb):
     return float(np.dot(rgb, (0.299, 0.587, 0.114)))
 
 
-def random_colour(rng, lightness=None):
-    """An RGB 0..255 colour: a jittered PALETTE entry or a random HSV one; ``lightness`` "dark"/"light"."""
-    for _ in range(20):
-        if rng.random() < 0.5:
-            rgb = np.clip(PALETTE[rng.integers(len(PALETTE))] + rng.normal(0, 0.05, 3), 0, 1)
+class ColourScheme:
+    """Colours of one style: jittered entries of ``palette`` (PALETTE names) or HSV colours with hues in ``hues``."""
+
+    def __init__(self, palette=tuple(PALETTE), hues=(0.0, 1.0)):
+        unknown = sorted(set(palette) - set(PALETTE))
+        if unknown:
+            raise ValueError(f"unknown palette colours {unknown}")
+        self.palette = np.array([PALETTE[n] for n in palette])
+        self.hues = hues
+
+    def random(self, rng, lightness=None):
+        """An RGB 0..255 colour; ``lightness`` "dark" / "light" restricts it."""
+        for _ in range(20):
+            if rng.random() < 0.5:
+                rgb = np.clip(self.palette[rng.integers(len(self.palette))] + rng.normal(0, 0.05, 3), 0, 1)
+            else:
+                hue = rng.uniform(*self.hues)
+                rgb = np.array(colorsys.hsv_to_rgb(hue, rng.beta(1.0, 3.0), rng.uniform(0.03, 1.0)))
+            lum = luminance(rgb)
+            if lightness is None or (lightness == "dark" and lum < 0.4) or (lightness == "light" and lum > 0.55):
+                break
         else:
-            rgb = np.array(colorsys.hsv_to_rgb(rng.random(), rng.beta(1.0, 3.0), rng.uniform(0.03, 1.0)))
-        lum = luminance(rgb)
-        if lightness is None or (lightness == "dark" and lum < 0.4) or (lightness == "light" and lum > 0.55):
-            break
-    else:
-        rgb = np.full(3, 0.1 if lightness == "dark" else 0.9)
-    return (rgb * 255).astype(np.float32)
+            rgb = np.full(3, 0.1 if lightness == "dark" else 0.9)
+        return (rgb * 255).astype(np.float32)
 
-
-def contrasting_colour(rng, background, min_contrast=70.0):
-    """A colour whose luminance differs from ``background`` (RGB 0..255) by at least ``min_contrast``."""
-    bg_lum = luminance(background)
-    prefer = "dark" if bg_lum > 128 else "light"
-    for _ in range(20):
-        lightness = prefer if rng.random() < 0.9 else None
-        colour = random_colour(rng, lightness)
-        if abs(luminance(colour) - bg_lum) >= min_contrast:
-            return colour
-    return np.full(3, 20.0 if bg_lum > 128 else 235.0, np.float32)
+    def contrasting(self, rng, background, min_contrast=70.0):
+        """A colour whose luminance differs from ``background`` (RGB 0..255) by at least ``min_contrast``."""
+        bg_lum = luminance(background)
+        prefer = "dark" if bg_lum > 128 else "light"
+        for _ in range(20):
+            lightness = prefer if rng.random() < 0.9 else None
+            colour = self.random(rng, lightness)
+            if abs(luminance(colour) - bg_lum) >= min_contrast:
+                return colour
+        return np.full(3, 20.0 if bg_lum > 128 else 235.0, np.float32)
 
 
 def value_noise(rng, h, w, cell):
@@ -77,12 +89,12 @@ def _tint(shade, colour):
     return shade[..., None] * colour[None, None, :]
 
 
-def painted_wall(rng, h, w, colour, unit):
+def painted_wall(rng, h, w, colour, unit, scheme):
     shade = 1 + rng.uniform(0.02, 0.12) * fractal_noise(rng, h, w, unit * rng.uniform(0.5, 3))
     return _tint(shade, colour)
 
 
-def siding(rng, h, w, colour, unit):
+def siding(rng, h, w, colour, unit, scheme):
     """Clapboard: boards with a shading ramp and a dark lap line, horizontal or vertical."""
     vertical = rng.random() < 0.25
     length, across = (w, h) if not vertical else (h, w)
@@ -96,7 +108,7 @@ def siding(rng, h, w, colour, unit):
     return _tint(np.ascontiguousarray(shade), colour)
 
 
-def bricks(rng, h, w, colour, unit):
+def bricks(rng, h, w, colour, unit, scheme):
     bh = unit * rng.uniform(0.25, 0.55)
     bw = bh * rng.uniform(2.0, 3.2)
     mortar = max(1.0, bh * rng.uniform(0.06, 0.15))
@@ -108,11 +120,11 @@ def bricks(rng, h, w, colour, unit):
     shade = jitter[row, col] + 0.06 * fractal_noise(rng, h, w, bh / 2)
     out = _tint(shade, colour)
     joint = ((ys - row * bh) < mortar) | ((xs - col * bw) < mortar)
-    out[joint] = random_colour(rng, "light") * rng.uniform(0.6, 1.0)
+    out[joint] = scheme.random(rng, "light") * rng.uniform(0.6, 1.0)
     return out
 
 
-def wood(rng, h, w, colour, unit):
+def wood(rng, h, w, colour, unit, scheme):
     along = linear_ramp(h, w, 0.0 if rng.random() < 0.5 else np.pi / 2)
     warp = rng.uniform(0.3, 1.5) * fractal_noise(rng, h, w, unit * 2)
     grain = np.sin(2 * np.pi * (along / (unit * rng.uniform(0.05, 0.2)) + warp))
@@ -120,19 +132,19 @@ def wood(rng, h, w, colour, unit):
     return _tint(shade, colour)
 
 
-def scenery(rng, h, w, colour, unit):
+def scenery(rng, h, w, colour, unit, scheme):
     """Out-of-focus photo: a two-colour gradient with soft blobs of other colours (drawn at 1/4 size)."""
     sh, sw, unit = max(h // 4, 1), max(w // 4, 1), unit / 4
     t = linear_ramp(sh, sw, rng.uniform(0, 2 * np.pi))
     t = ((t - t.min()) / max(float(np.ptp(t)), 1e-6))[..., None]
-    out = colour * (1 - t) + random_colour(rng) * t
+    out = colour * (1 - t) + scheme.random(rng) * t
     for _ in range(int(rng.integers(2, 8))):
         blob = np.zeros((sh, sw), np.float32)
         centre = (int(rng.uniform(0, sw)), int(rng.uniform(0, sh)))
         axes = (int(unit * rng.uniform(0.3, 2)) + 1, int(unit * rng.uniform(0.3, 2)) + 1)
         cv2.ellipse(blob, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
         blob = cv2.GaussianBlur(blob, (0, 0), unit * rng.uniform(0.1, 0.5) + 0.5)[..., None] * rng.uniform(0.4, 1)
-        out = out * (1 - blob) + random_colour(rng) * blob
+        out = out * (1 - blob) + scheme.random(rng) * blob
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
@@ -143,11 +155,67 @@ def linear_ramp(h, w, angle):
     return y[:, None] + x[None, :]
 
 
-TEXTURES = (painted_wall, siding, bricks, wood, scenery)
-TEXTURE_P = (0.35, 0.2, 0.15, 0.1, 0.2)
+def tiles(rng, h, w, colour, unit, scheme):
+    """Square tiles with grout lines and a per-tile shade; sometimes two alternating colours."""
+    size = unit * rng.uniform(0.4, 1.2)
+    grout = max(1.0, size * rng.uniform(0.04, 0.1))
+    ys = np.arange(h, dtype=np.float32)[:, None] + np.float32(rng.uniform(0, size))
+    xs = np.arange(w, dtype=np.float32)[None, :] + np.float32(rng.uniform(0, size))
+    row, col = np.floor(ys / size).astype(np.int64), np.floor(xs / size).astype(np.int64)
+    jitter = rng.normal(1, 0.05, size=(row.max() + 1, col.max() + 1)).astype(np.float32)
+    out = _tint(jitter[row, col] + 0.03 * fractal_noise(rng, h, w, size), colour)
+    if rng.random() < 0.3:
+        other = scheme.random(rng)
+        checker = ((row + col) % 2 == 1) & np.ones((h, w), bool)
+        out[checker] = (out[checker] / np.maximum(colour, 1)) * other
+    joint = ((ys - row * size) < grout) | ((xs - col * size) < grout)
+    out[joint & np.ones((h, w), bool)] = scheme.random(rng) * rng.uniform(0.5, 1.0)
+    return out
 
 
-def random_background(rng, h, w, colour, unit):
-    """A textured HxWx3 background around ``colour``; ``unit`` (px) is the typical digit height."""
-    texture = TEXTURES[rng.choice(len(TEXTURES), p=TEXTURE_P)]
-    return texture(rng, h, w, colour, unit).astype(np.float32)
+def stucco(rng, h, w, colour, unit, scheme):
+    """Rough render: fine speckle and pits over a slowly varying shade."""
+    fine = value_noise(rng, h, w, max(unit * 0.03, 1.0))
+    pits = (value_noise(rng, h, w, max(unit * 0.06, 1.0)) > rng.uniform(1.2, 1.8)).astype(np.float32)
+    shade = 1 + 0.08 * fine - rng.uniform(0.1, 0.3) * pits + 0.05 * fractal_noise(rng, h, w, unit * 2)
+    return _tint(shade, colour)
+
+
+def foliage(rng, h, w, colour, unit, scheme):
+    """Leaves and shade in front of a wall: dark and light blobs of green-brown hues over ``colour``."""
+    out = _tint(1 + 0.05 * fractal_noise(rng, h, w, unit), colour)
+    leaf = fractal_noise(rng, h, w, unit * rng.uniform(0.15, 0.4))
+    cover = np.clip((leaf - rng.uniform(0.3, 1.0)) * 3, 0, 1)[..., None] * rng.uniform(0.5, 1.0)
+    green = np.array(colorsys.hsv_to_rgb(rng.uniform(0.15, 0.4), rng.uniform(0.3, 0.8), rng.uniform(0.15, 0.6)))
+    greens = _tint(1 + 0.3 * leaf, (green * 255).astype(np.float32))
+    return out * (1 - cover) + greens * cover
+
+
+TEXTURES = {
+    "painted_wall": painted_wall,
+    "siding": siding,
+    "bricks": bricks,
+    "wood": wood,
+    "scenery": scenery,
+    "tiles": tiles,
+    "stucco": stucco,
+    "foliage": foliage,
+}
+# Relative frequency of each texture among those a style allows.
+TEXTURE_WEIGHT = {
+    "painted_wall": 0.35,
+    "siding": 0.2,
+    "bricks": 0.15,
+    "wood": 0.2,
+    "scenery": 0.2,
+    "tiles": 0.2,
+    "stucco": 0.3,
+    "foliage": 0.2,
+}
+
+
+def random_background(rng, h, w, colour, unit, scheme, textures=tuple(TEXTURES)):
+    """A textured HxWx3 background around ``colour`` from ``textures``; ``unit`` (px) is the typical digit height."""
+    weights = np.array([TEXTURE_WEIGHT[t] for t in textures])
+    name = textures[rng.choice(len(textures), p=weights / weights.sum())]
+    return TEXTURES[name](rng, h, w, colour, unit, scheme).astype(np.float32)

@@ -1,0 +1,104 @@
+"""
+The style split of the synthetic generator: two disjoint sets of glyph sources (font families),
+colour schemes, background textures and blur kinds. Training images are rendered in-style; the
+validation and ``test_ood`` splits out-of-style, so their numbers measure how the model reads digits
+in fonts, colours, backgrounds and blurs it never trained on. ``valid_instyle`` measures the same
+model in the training style. Each split's style is recorded in its json ``info``.
+"""
+
+from dataclasses import asdict, dataclass
+
+# Glyph sources (``glyphs.render_source``): sans-serif and monospace families, Computer Modern's
+# upright faces, four Hershey faces, seven-segment and a sans stencil for training ...
+IN_STYLE_SOURCES = (
+    "ttf:DejaVuSans.ttf",
+    "ttf:DejaVuSans-Bold.ttf",
+    "ttf:DejaVuSans-Oblique.ttf",
+    "ttf:DejaVuSans-BoldOblique.ttf",
+    "ttf:DejaVuSansMono.ttf",
+    "ttf:DejaVuSansMono-Bold.ttf",
+    "ttf:DejaVuSansMono-BoldOblique.ttf",
+    "ttf:cmss10.ttf",
+    "ttf:cmr10.ttf",
+    "ttf:cmb10.ttf",
+    "ttf:cmtt10.ttf",
+    "hershey:simplex",
+    "hershey:simplex-italic",
+    "hershey:duplex",
+    "hershey:complex",
+    "hershey:triplex",
+    "segment7",
+    "stencil:DejaVuSans-Bold.ttf",
+)
+# ... and serif families (DejaVu Serif, STIX), Computer Modern italic, the other Hershey faces
+# (plain, small, script), slanted seven-segment, dot matrix and a serif stencil held out.
+OUT_OF_STYLE_SOURCES = (
+    "ttf:DejaVuSerif.ttf",
+    "ttf:DejaVuSerif-Bold.ttf",
+    "ttf:DejaVuSerif-Italic.ttf",
+    "ttf:DejaVuSerif-BoldItalic.ttf",
+    "ttf:STIXGeneral.ttf",
+    "ttf:STIXGeneralBol.ttf",
+    "ttf:STIXGeneralItalic.ttf",
+    "ttf:STIXGeneralBolIta.ttf",
+    "ttf:cmti10.ttf",
+    "hershey:plain",
+    "hershey:complex_small",
+    "hershey:script_simplex",
+    "hershey:triplex-italic",
+    "segment7-slant",
+    "dotmatrix",
+    "stencil:DejaVuSerif-Bold.ttf",
+)
+
+
+@dataclass(frozen=True)
+class Style:
+    """What one side of the style split may use; names refer to ``glyphs``, ``textures`` and ``render``."""
+
+    name: str
+    glyph_sources: tuple
+    palette: tuple  # names of textures.PALETTE entries
+    hue_range: tuple  # (lo, hi) of the random HSV hues, 0..1
+    textures: tuple  # names of textures.TEXTURES
+    blurs: tuple  # kinds of render._blur
+
+    def info(self):
+        """The style as json-ready data (the dataset json's ``info.style``)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+IN_STYLE = Style(
+    name="in-style",
+    glyph_sources=IN_STYLE_SOURCES,
+    palette=("white", "cream", "black", "brass", "brick red", "plate blue", "dark green"),
+    hue_range=(0.0, 0.5),
+    textures=("painted_wall", "siding", "bricks", "scenery"),
+    blurs=("gaussian", "low_resolution"),
+)
+OUT_OF_STYLE = Style(
+    name="out-of-style",
+    glyph_sources=OUT_OF_STYLE_SOURCES,
+    palette=("beige", "grey", "aluminium", "wood brown", "red", "navy", "ivory"),
+    hue_range=(0.5, 1.0),
+    textures=("wood", "tiles", "stucco", "foliage"),
+    blurs=("motion", "defocus"),
+)
+STYLES = {s.name: s for s in (IN_STYLE, OUT_OF_STYLE)}
+# The style each split is rendered in.
+SPLIT_STYLES = {
+    "train": IN_STYLE,
+    "valid": OUT_OF_STYLE,
+    "valid_instyle": IN_STYLE,
+    "test": OUT_OF_STYLE,
+    "test_ood": OUT_OF_STYLE,
+}
+
+
+def overlap(a, b):
+    """What two styles share, per field (empty lists for a disjoint split)."""
+    fields = ("glyph_sources", "palette", "textures", "blurs")
+    shared = {f: sorted(set(getattr(a, f)) & set(getattr(b, f))) for f in fields}
+    lo, hi = max(a.hue_range[0], b.hue_range[0]), min(a.hue_range[1], b.hue_range[1])
+    shared["hue_range"] = [lo, hi] if hi > lo else []
+    return shared
