@@ -42,7 +42,10 @@ def main(argv=None):
             s = summary[split]
             where = s["image_dir"] + (f" + {s['json']}" if s["json"] else "")
             print(f"{split}: {s['images']} images, {s['boxes']} boxes -> {where}")
-    print(f"boxes clipped to the image: {summary['clipped_boxes']}, dropped: {summary['dropped_boxes']}")
+    print(
+        f"boxes clipped to the image: {summary['clipped_boxes']}, dropped: {summary['dropped_boxes']} "
+        f"(of them non-finite, NaN or inf: {summary['non_finite_boxes']})"
+    )
     return summary
 
 

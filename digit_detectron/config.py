@@ -151,7 +151,71 @@ def get_digit_cfg(config_file=None, opts=()):
         cfg.merge_from_list(list(opts))
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"command-line KEY VALUE opts {list(opts)}: {_config_problem(e)} (options go first)") from e
+    validate_config(cfg)
     register_config_datasets(cfg)
+    return cfg
+
+
+def _get(cfg, key):
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def validate_config(cfg):
+    """
+    Check the plugin's values and the detectron2 values it relies on: ranges, choices, positive batch
+    sizes. The first bad value is a ConfigError naming the key, e.g.
+    ``DIGITS.PRED_JSON_SCORE_THRESH: 5.0 is outside [0, 1]``.
+    """
+    from .modeling.iou_loss import IOU_LOSS_TYPES
+
+    def number(key, lo=None, hi=None, integer=False, lo_open=False):
+        value = _get(cfg, key)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not float(v).is_integer()):
+                raise ConfigError(f"{key}: {value!r} is not {'a whole number' if integer else 'a number'}")
+            if v != v or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and v > hi):
+                bounds = (
+                    f"{'(' if lo_open else '['}{lo if lo is not None else '-inf'}, {hi if hi is not None else 'inf'}]"
+                )
+                raise ConfigError(f"{key}: {value!r} is outside {bounds}")
+
+    def choice(key, options):
+        if _get(cfg, key) not in options:
+            raise ConfigError(f"{key} must be one of {', '.join(map(repr, options))}, got {_get(cfg, key)!r}")
+
+    for key in (
+        "DIGITS.PRED_JSON_SCORE_THRESH", "DIGITS.READER.SCORE_THRESHS", "DIGITS.READER.NMS_THRESH",
+        "DIGITS.TEST_MODE.SCORE_THRESH", "DIGITS.TEST_MODE.NMS_THRESH", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "MODEL.ROI_HEADS.NMS_THRESH_TEST", "INPUT.COLOR_JITTER.PROB", "INPUT.GAUSSIAN_BLUR.PROB",
+        "INPUT.ROTATION.PROB", "INPUT.GRAYSCALE_PROB", "INPUT.INVERT_PROB", "INPUT.NOISE.PROB",
+    ):  # fmt: skip
+        number(key, 0, 1)
+    if not cfg.DIGITS.READER.SCORE_THRESHS:
+        raise ConfigError("DIGITS.READER.SCORE_THRESHS: needs at least one threshold")
+    for key in (
+        "SOLVER.IMS_PER_BATCH",
+        "DIGITS.READER.MAX_DIGITS",
+        "DIGITS.PRETRAIN.STEPS",
+        "DIGITS.PRETRAIN.BATCH_SIZE",
+    ):
+        number(key, 1, integer=True)
+    for key in ("SOLVER.EPOCHS", "DIGITS.ITERS_PER_EPOCH", "DATALOADER.NUM_WORKERS", "SOLVER.MAX_ITER"):
+        number(key, 0, integer=True)
+    if cfg.SOLVER.EPOCHS == 0 and cfg.SOLVER.MAX_ITER < 1:
+        raise ConfigError("SOLVER.MAX_ITER: must be at least 1 when SOLVER.EPOCHS is 0")
+    number("SOLVER.BASE_LR", 0, lo_open=True)
+    number("DIGITS.PRETRAIN.LR", 0, lo_open=True)
+    number("INPUT.ROTATION.ANGLE", 0, 90)
+    number("INPUT.NOISE.SIGMA", 0)
+    number("DIGITS.TRAIN_MIX", 0, lo_open=True)
+    choice("SOLVER.OPTIMIZER", ("AdamW", "SGD"))
+    choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", IOU_LOSS_TYPES)
+    choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO", ("cls", "box_reg"))
+    choice("INPUT.FORMAT", ("BGR", "RGB"))
     return cfg
 
 
@@ -168,4 +232,4 @@ def register_config_datasets(cfg):
 
 def _config_problem(error):
     text = str(error.args[0]) if isinstance(error, KeyError) and error.args else str(error)
-    return text or type(error).__name__
+    return " ".join(text.split()) or type(error).__name__  # one line (YAML errors span several)

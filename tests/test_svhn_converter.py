@@ -220,7 +220,7 @@ def test_cli_reports_errors_without_traceback(svhn_dir, tmp_path):
     tool.main([str(svhn_dir), str(tmp_path / "digits")])
     with pytest.raises(SystemExit) as exit_info:
         run_tool(tool.main, [str(svhn_dir), str(tmp_path / "digits")])
-    assert "already hold files" in str(exit_info.value.code)
+    assert "already hold files" in str(exit_info.value)
     with pytest.raises(SystemExit) as exit_info:
         run_tool(tool.main, [str(tmp_path / "nowhere"), str(tmp_path / "other")])
-    assert "nowhere/train: SVHN folder not found" in str(exit_info.value.code)
+    assert "nowhere/train: SVHN folder not found" in str(exit_info.value)

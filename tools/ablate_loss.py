@@ -12,7 +12,7 @@ Finished runs are kept; an interrupted run resumes from its last checkpoint.
 import argparse
 import os
 
-from digit_detectron.analysis.experiments import summarize_runs, train_runs
+from digit_detectron.analysis.experiments import train_and_summarize
 from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
@@ -39,11 +39,10 @@ def main(argv=None):
         )
         for loss_type in args.types
     }
-    metrics = train_runs(runs, args.output, TRAIN_NET)
-    md, png = summarize_runs(metrics, args.output, title=f"IoU loss ablation ({os.path.basename(args.config_file)})")
-    with open(md) as f:
-        print(f.read())
-    print(f"Table: {md}\nFigure: {png}")
+    md, png, text = train_and_summarize(
+        runs, args.output, TRAIN_NET, f"IoU loss ablation ({os.path.basename(args.config_file)})"
+    )
+    print(text)
     return md, png
 
 

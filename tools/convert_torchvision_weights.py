@@ -15,6 +15,7 @@ import os
 from digit_detectron.checkpoint.weights_conversion import (
     CONVERTERS,
     ConversionError,
+    check_architecture,
     load_torchvision_state_dict,
     save_detectron2_checkpoint,
 )
@@ -58,6 +59,7 @@ def main(argv=None):
         converted = convert(state_dict)
     except ConversionError as e:
         raise ConversionError(f"{args.input or args.model}: {e}") from None
+    check_architecture(args.model, state_dict, args.input or args.model)
     path = os.path.join(args.output, args.name or default_name(args.model))
     save_detectron2_checkpoint(path, converted, matching_heuristics)
     print(f"Wrote {len(converted)} tensors of {args.model} to {path}")

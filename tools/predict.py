@@ -13,6 +13,7 @@ from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
 from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
 from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
+from digit_detectron.utils.io import ensure_writable_dir
 
 EPILOG = """\
 outputs:
@@ -20,6 +21,8 @@ outputs:
                  for every box scoring >= DIGITS.PRED_JSON_SCORE_THRESH
   OUT/pred.csv   image_id,pred_label: one row per input image, sorted by id; the number, or -1 when
                  no digit is read (also for an unreadable image, which is skipped and reported)
+  OUT/pred_manifest.json  run id and SHA-256 of both files, written before they are renamed into
+                 place: tools/visualize.py refuses a pair the manifest does not vouch for
 
 image ids:
   By default the id of an image is its integer file stem (123.png -> 123); any other name is an
@@ -68,6 +71,7 @@ def main(argv=None):
     cfg = setup_cfg(args)
     files = list_input_images(args.input)
     image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
+    ensure_writable_dir(args.output)  # before the inference, not after it
     reader = NumberReader.from_config(cfg)
     predictor = DigitPredictor(cfg)
     run = predictor.predict_files(files, batch_size=args.batch_size)

@@ -11,7 +11,7 @@ Runs go one after another (timings are comparable only on an otherwise idle mach
 
 import os
 
-from digit_detectron.analysis.experiments import load_experiments, summarize_runs, train_runs
+from digit_detectron.analysis.experiments import load_experiments, train_and_summarize
 from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 TRAIN_NET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "train_net.py")
@@ -35,11 +35,8 @@ def main(argv=None):
             raise ValueError(f"{args.experiments}: no run named {', '.join(unknown)} (runs: {', '.join(runs)})")
         runs = {name: runs[name] for name in args.only}
 
-    metrics = train_runs(runs, args.output, TRAIN_NET)
-    md, png = summarize_runs(metrics, args.output, title=title)
-    with open(md) as f:
-        print(f.read())
-    print(f"Table: {md}\nFigure: {png}")
+    md, png, text = train_and_summarize(runs, args.output, TRAIN_NET, title)
+    print(text)
     return md, png
 
 

@@ -14,10 +14,12 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 
 from digit_detectron import get_digit_cfg
+from digit_detectron.data.preflight import preflight
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
 from digit_detectron.utils.cli import add_debug_flag, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
+from digit_detectron.utils.lock import OutputLock
 
 
 def get_parser():
@@ -27,6 +29,10 @@ def get_parser():
 def setup(args):
     cfg = get_digit_cfg(args.config_file, args.opts)
     setup_logging(cfg.OUTPUT_DIR, comm.get_rank())
+    if not args.eval_only and comm.is_main_process():
+        # One training per OUTPUT_DIR; a lock left by a killed run is taken over.
+        OutputLock(cfg.OUTPUT_DIR).acquire()
+    preflight(cfg.DATASETS.TEST if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
     if not args.eval_only:
         resolve_schedule(cfg)
         maybe_pretrain(cfg)
@@ -40,7 +46,8 @@ def train(args):
     cfg = setup(args)
     if args.eval_only:
         model = DigitTrainer.build_model(cfg)
-        DigitTrainer.build_checkpointer(cfg, model).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        # Strict: an evaluation of re-initialised heads would be a silent wrong result.
+        DigitTrainer.build_checkpointer(cfg, model, strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = DigitTrainer.test(cfg, model)
         if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
             by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}

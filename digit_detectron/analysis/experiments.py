@@ -173,3 +173,12 @@ def train_runs(runs, output_dir, train_net):
         logger.info(f"[{i}/{len(runs)} {name}] training: {' '.join(cmd)}")
         subprocess.run(cmd, check=True)
     return metrics
+
+
+def train_and_summarize(runs, output_dir, train_net, title):
+    """``train_runs`` then ``summarize_runs``; returns ``(table path, figure path, text to print)``."""
+    metrics = train_runs(runs, output_dir, train_net)
+    md, png = summarize_runs(metrics, output_dir, title=title)
+    with open(md) as f:
+        table = f.read()
+    return md, png, f"{table}\nTable: {md}\nFigure: {png}"

@@ -13,7 +13,7 @@ from ..data.datasets import DatasetError
 from ..data.image_io import ImageReadError, read_image
 from ..evaluation.number_accuracy import record_ground_truth
 from ..inference.predictor import DigitPredictor
-from ..inference.submission import load_pred_csv, load_pred_json
+from ..inference.submission import check_pair, load_pred_csv, load_pred_json
 from .drawing import draw_sample, make_grid, save_png
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,7 @@ class FilePredictions:
         if pred_csv is None and read_number is None:
             raise ValueError("FilePredictions needs pred_csv or read_number")
         self.pred_json, self.pred_csv = pred_json, pred_csv
+        check_pair(pred_json, pred_csv)  # one run wrote both (when its manifest is there)
         self.detections = load_pred_json(pred_json)
         self.numbers = load_pred_csv(pred_csv) if pred_csv else None
         self.read_number = read_number

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 from urllib.parse import urlparse
 
 import torch
@@ -36,7 +37,17 @@ class DigitCheckpointer(DetectionCheckpointer):
        config) and for an unreadable file, naming the file;
     3. saves checkpoints and the ``last_checkpoint`` tag atomically (temporary file + os.replace), so a
        process killed while saving leaves the previous files whole for ``--resume``.
+
+    Two loading modes: lenient (the default, for training and fine-tuning) as above, with missing
+    tensors left as initialised; ``strict=True`` (inference and evaluation) raises CheckpointError for
+    any missing, unexpected or re-initialisable tensor, naming the file and the first keys: a
+    prediction never runs on a partly loaded model. In both modes a model-zoo ``.pkl`` tensor that
+    detectron2's name matching finds but cannot load (another shape) is an error.
     """
+
+    def __init__(self, model, save_dir="", *, strict=False, **checkpointables):
+        super().__init__(model, save_dir, **checkpointables)
+        self.strict = strict
 
     def load(self, path, *args, **kwargs):
         if path:
@@ -56,7 +67,15 @@ class DigitCheckpointer(DetectionCheckpointer):
             raise CheckpointError(f"{filename}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 
     def _load_model(self, checkpoint):
-        incompatible = super()._load_model(checkpoint)
+        with _SkippedTensors() as skipped:
+            incompatible = super()._load_model(checkpoint)
+        if skipped.messages:
+            raise CheckpointError(
+                f"{self._loading}: {len(skipped.messages)} tensors matched by name do not fit the model: "
+                + "; ".join(skipped.messages[:3])
+            )
+        if self.strict:
+            self._check_complete(incompatible)
         resized = [s for s in incompatible.incorrect_shapes if _layer_kind(s[0]) in _RESIZABLE_LAYERS]
         mismatched = [s for s in incompatible.incorrect_shapes if s not in resized]
         if mismatched:
@@ -81,6 +100,23 @@ class DigitCheckpointer(DetectionCheckpointer):
             incorrect_shapes=[],
             missing_keys=[k for k in incompatible.missing_keys if k not in reinitialised],
         )
+
+    def _check_complete(self, incompatible):
+        """Strict mode: every model tensor loaded from the checkpoint and nothing left over."""
+        problems = []
+        for what, keys in (
+            ("missing", incompatible.missing_keys),
+            ("unexpected", incompatible.unexpected_keys),
+            ("of another shape", [k for k, _, _ in incompatible.incorrect_shapes]),
+        ):
+            if keys:
+                problems.append(f"{len(keys)} {what} (e.g. {', '.join(sorted(keys)[:3])})")
+        if problems:
+            raise CheckpointError(
+                f"{self._loading}: does not fit the model of this config for inference: "
+                + "; ".join(problems)
+                + ". Pass the checkpoint trained with this config (or the config it was trained with)"
+            )
 
     def save(self, name, **kwargs):
         if not self.save_dir or not self.save_to_disk:
@@ -122,3 +158,26 @@ def _resize_reason(resized):
         ckpt, model = shapes["objectness_logits.weight"]
         reasons.append(f"the checkpoint has {ckpt[0]} anchors per location, the model {model[0]}")
     return "; ".join(reasons) or "the checkpoint's output layers have other shapes"
+
+
+class _SkippedTensors(logging.Handler):
+    """Collects detectron2's "... will not be loaded" warnings of its name matching (.pkl checkpoints)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+        self._logger = logging.getLogger("detectron2.checkpoint.c2_model_loading")
+
+    def emit(self, record):
+        text = record.getMessage()
+        match = re.match(r"Shape of .* while shape of (\S+) in model", text)
+        if match and _layer_kind(match.group(1)) not in _RESIZABLE_LAYERS:  # output layers follow the config
+            self.messages.append(text.rstrip("."))
+
+    def __enter__(self):
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc):
+        self._logger.removeHandler(self)
+        return False

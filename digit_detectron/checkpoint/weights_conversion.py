@@ -22,6 +22,7 @@ __all__ = [
     "CONVERTERS",
     "convert_resnet",
     "convert_faster_rcnn_v2",
+    "check_architecture",
     "load_torchvision_state_dict",
     "save_detectron2_checkpoint",
 ]
@@ -137,6 +138,31 @@ CONVERTERS = {
     "resnet101": (convert_resnet, True),
     "fasterrcnn_resnet50_fpn_v2": (convert_faster_rcnn_v2, False),
 }
+
+
+def check_architecture(name, state_dict, source):
+    """
+    A ConversionError naming ``source`` unless ``state_dict`` holds exactly the tensors (names and
+    shapes) of torchvision's ``name`` architecture; a detector's class head may have another class count.
+    """
+    import torchvision
+
+    kwargs = {"weights_backbone": None} if name.startswith("fasterrcnn") else {}
+    expected = torchvision.models.get_model(name, weights=None, **kwargs).state_dict()
+    missing = sorted(expected.keys() - state_dict.keys())
+    unexpected = sorted(state_dict.keys() - expected.keys())
+    reshaped = sorted(
+        k
+        for k in expected.keys() & state_dict.keys()
+        if tuple(expected[k].shape) != tuple(state_dict[k].shape) and not k.startswith("roi_heads.box_predictor.")
+    )
+    problems = [
+        f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped))
+        if keys
+    ]
+    if problems:
+        raise ConversionError(f"{source}: not a torchvision {name} state dict: " + "; ".join(problems))
 
 
 def load_torchvision_state_dict(path):

@@ -6,18 +6,29 @@ from detectron2.data import transforms as T
 from detectron2.data.detection_utils import build_augmentation
 
 
-class RandomColorJitter(T.Augmentation):
+class _RandomPhotometric(T.Augmentation):
+    """With probability ``prob``, the ColorTransform of ``pixels(img)`` (boxes unchanged); else nothing."""
+
+    def get_transform(self, image):
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        return T.ColorTransform(self.pixels())
+
+    def pixels(self):
+        """The function of the image that this draw applies (random parameters drawn here)."""
+        raise NotImplementedError
+
+
+class RandomColorJitter(_RandomPhotometric):
     """With probability ``prob``, scale brightness, contrast and saturation by random factors."""
 
     def __init__(self, prob, brightness, contrast, saturation):
         super().__init__()
         self._init(locals())
 
-    def get_transform(self, image):
-        if self._rand_range() >= self.prob:
-            return T.NoOpTransform()
+    def pixels(self):
         factors = [float(np.random.uniform(1 - m, 1 + m)) for m in (self.brightness, self.contrast, self.saturation)]
-        return T.ColorTransform(lambda img: _jitter(img, *factors))
+        return lambda img: _jitter(img, *factors)
 
 
 def _jitter(img, brightness, contrast, saturation):
@@ -29,57 +40,49 @@ def _jitter(img, brightness, contrast, saturation):
     return np.clip(out, 0, 255).astype(img.dtype)
 
 
-class RandomGaussianBlur(T.Augmentation):
+class RandomGaussianBlur(_RandomPhotometric):
     """With probability ``prob``, blur with a ``kernel_size`` Gaussian of sigma drawn from ``sigma``."""
 
     def __init__(self, prob, kernel_size, sigma):
         super().__init__()
         self._init(locals())
 
-    def get_transform(self, image):
-        if self._rand_range() >= self.prob:
-            return T.NoOpTransform()
+    def pixels(self):
         sigma = float(np.random.uniform(*self.sigma))
         k = int(self.kernel_size)
-        return T.ColorTransform(lambda img: cv2.GaussianBlur(img, (k, k), sigma))
+        return lambda img: cv2.GaussianBlur(img, (k, k), sigma)
 
 
-class RandomGrayscale(T.Augmentation):
+class RandomGrayscale(_RandomPhotometric):
     """With probability ``prob``, replace every channel by the pixel's mean."""
 
     def __init__(self, prob):
         super().__init__()
         self._init(locals())
 
-    def get_transform(self, image):
-        if self._rand_range() >= self.prob:
-            return T.NoOpTransform()
-        return T.ColorTransform(lambda img: np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2).astype(img.dtype))
+    def pixels(self):
+        return lambda img: np.repeat(img.mean(axis=2, keepdims=True), 3, axis=2).astype(img.dtype)
 
 
-class RandomInvert(T.Augmentation):
+class RandomInvert(_RandomPhotometric):
     """With probability ``prob``, invert the image (255 - value)."""
 
     def __init__(self, prob):
         super().__init__()
         self._init(locals())
 
-    def get_transform(self, image):
-        if self._rand_range() >= self.prob:
-            return T.NoOpTransform()
-        return T.ColorTransform(lambda img: (255 - img.astype(np.int16)).astype(img.dtype))
+    def pixels(self):
+        return lambda img: (255 - img.astype(np.int16)).astype(img.dtype)
 
 
-class RandomNoise(T.Augmentation):
+class RandomNoise(_RandomPhotometric):
     """With probability ``prob``, add Gaussian noise of a sigma drawn from ``sigma`` (0..255 scale)."""
 
     def __init__(self, prob, sigma):
         super().__init__()
         self._init(locals())
 
-    def get_transform(self, image):
-        if self._rand_range() >= self.prob:
-            return T.NoOpTransform()
+    def pixels(self):
         sigma = float(np.random.uniform(*self.sigma))
         seed = int(np.random.randint(2**31))
 
@@ -87,7 +90,7 @@ class RandomNoise(T.Augmentation):
             noise = np.random.default_rng(seed).normal(0, sigma, img.shape)
             return np.clip(img.astype(np.float32) + noise, 0, 255).astype(img.dtype)
 
-        return T.ColorTransform(noisy)
+        return noisy
 
 
 def build_digit_augmentation(cfg, is_train):

@@ -51,8 +51,9 @@ class DigitTrainer(DefaultTrainer):
         self.register_hooks(self.build_hooks())
 
     @classmethod
-    def build_checkpointer(cls, cfg, model, **checkpointables):
-        return DigitCheckpointer(model, cfg.OUTPUT_DIR, **checkpointables)
+    def build_checkpointer(cls, cfg, model, strict=False, **checkpointables):
+        """The checkpointer: lenient for training and fine-tuning, ``strict`` for evaluation."""
+        return DigitCheckpointer(model, cfg.OUTPUT_DIR, strict=strict, **checkpointables)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

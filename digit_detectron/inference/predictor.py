@@ -57,7 +57,7 @@ class DigitPredictor:
         self.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = inference_score_thresh(cfg)
         self.model = build_model(self.cfg)
         self.model.eval()
-        DigitCheckpointer(self.model).load(weights)
+        DigitCheckpointer(self.model, strict=True).load(weights)  # never predict with re-initialised heads
         self.augmentations = T.AugmentationList(build_digit_augmentation(self.cfg, is_train=False))
         self.input_format = self.cfg.INPUT.FORMAT
 

@@ -7,11 +7,21 @@ The HW2 submission files, written and read in one place:
 * ``pred.csv``: ``image_id,pred_label`` per image, sorted by id: the number the reader reads, or -1.
 
 Image ids are the integer file stems unless an id map names them (``load_id_map``).
+
+The pair is written as one: both files go to temporary files first, then ``pred_manifest.json``
+(run id, SHA-256 of both new files), then both are renamed into place. A process killed before or
+between the renames leaves files the manifest does not vouch for, which ``check_pair`` reports
+(tools/visualize.py checks it); temporary files left by a killed run are removed by the next one.
 """
 
 import csv
+import hashlib
+import json
 import math
 import os
+import tempfile
+import time
+import uuid
 
 import numpy as np
 
@@ -22,10 +32,11 @@ from ..data.datasets import (
     image_id_from_filename,
     read_json,
 )
-from ..utils.io import atomic_open, atomic_write_json
+from ..utils.io import atomic_write_json, remove_stale_temporaries
 
 PRED_JSON = "pred.json"
 PRED_CSV = "pred.csv"
+MANIFEST = "pred_manifest.json"
 CSV_HEADER = ["image_id", "pred_label"]
 
 
@@ -79,12 +90,70 @@ def write_predictions(output_dir, run, image_ids, reader, pred_json_score_thresh
         rows.append((image_id, reader.read_instances(instances)))
     json_path = os.path.join(output_dir, PRED_JSON)
     csv_path = os.path.join(output_dir, PRED_CSV)
-    atomic_write_json(json_path, boxes)
-    with atomic_open(csv_path, "w", newline="") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(CSV_HEADER)
-        writer.writerows(rows)
+    manifest_path = os.path.join(output_dir, MANIFEST)
+    for path in (json_path, csv_path, manifest_path):
+        remove_stale_temporaries(path)
+    staged = []
+    try:
+        for path, write in ((json_path, lambda f: json.dump(boxes, f)), (csv_path, lambda f: _write_csv(f, rows))):
+            fd, tmp = tempfile.mkstemp(dir=output_dir, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+            staged.append((tmp, path))
+            try:
+                with os.fdopen(fd, "w", newline="") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # e.g. disk full: name the file; the old pair stays as it was
+                raise OSError(e.errno, f"{tmp}: {e.strerror} (writing {os.path.basename(path)})") from e
+            os.chmod(tmp, 0o644)
+        manifest = {
+            "run_id": uuid.uuid4().hex,
+            "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "images": len(rows),
+            "boxes": len(boxes),
+            PRED_JSON: _sha256(staged[0][0]),
+            PRED_CSV: _sha256(staged[1][0]),
+        }
+        atomic_write_json(manifest_path, manifest, indent=2)  # before the renames: it names the new pair
+        for tmp, path in staged:
+            os.replace(tmp, path)
+    finally:
+        for tmp, _ in staged:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return json_path, csv_path
+
+
+def _write_csv(f, rows):
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(CSV_HEADER)
+    writer.writerows(rows)
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_pair(pred_json, pred_csv):
+    """
+    A DatasetError unless ``pred_manifest.json`` beside ``pred_json`` vouches for both files (one run
+    wrote them). Pairs without a manifest (written by other tools) pass; returns the manifest or None.
+    """
+    manifest_path = os.path.join(os.path.dirname(os.path.abspath(pred_json)), MANIFEST)
+    if not os.path.isfile(manifest_path):
+        return None
+    manifest = read_json(manifest_path, "prediction manifest")
+    for path, key in ((pred_json, PRED_JSON), (pred_csv, PRED_CSV)):
+        if path is not None and os.path.isfile(path) and manifest.get(key) != _sha256(path):
+            raise DatasetError(
+                f"{path}: not the file that run {manifest.get('run_id')} wrote ({manifest_path}): "
+                "pred.json and pred.csv may come from different runs; run tools/predict.py again"
+            )
+    return manifest
 
 
 def load_pred_json(path):

@@ -6,7 +6,7 @@ What every tool in ``tools/``, ``datasets/`` and ``benchmarks/`` shares:
   is ``run_tool(main)``;
 * ``setup_logging`` is the one logging set-up (detectron2's and this package's loggers);
 * ``run_tool`` turns bad input (``DigitError``, OSError, ValueError, KeyError, FloatingPointError)
-  into one ``error: <file or key>: <problem>`` line on stderr and exit code 1, and a failed child
+  into one ``error: <file or key>: <problem>`` line on stderr and exit code 2, and a failed child
   tool into one line naming it (its own output is above); ``--debug`` or ``DIGITS_DEBUG=1`` shows the
   traceback instead. An int that ``main`` returns is the exit code.
 """
@@ -20,6 +20,16 @@ from .errors import DigitError
 
 DEBUG_ENV = "DIGITS_DEBUG"
 BAD_INPUT = (DigitError, OSError, ValueError, KeyError, FloatingPointError)
+
+
+def _child_errors():
+    """Errors of a child process started by detectron2's launch (torch.multiprocessing), which end in one line too."""
+    try:
+        from torch.multiprocessing import ProcessRaisedException
+
+        return (ProcessRaisedException,)
+    except ImportError:  # pragma: no cover - older torch
+        return ()
 
 
 def argument_parser(doc, epilog=None):
@@ -48,14 +58,34 @@ def setup_logging(output_dir=None, rank=0):
 
 
 def error_message(error):
-    """One line for an error: KeyError's message without the quotes repr() adds."""
+    """
+    One line for an error: KeyError's message without the quotes repr() adds; for an error re-raised
+    from a DataLoader worker or a child process (whose message holds that process's traceback), the
+    original message, i.e. the traceback's last line without its exception name.
+    """
     if isinstance(error, KeyError) and len(error.args) == 1:
         return str(error.args[0])
-    return str(error) or type(error).__name__
+    text = str(error) or type(error).__name__
+    if "Traceback (most recent call last)" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1].strip()
+        name, sep, message = last.partition(": ")
+        text = message if sep and name.replace(".", "").isidentifier() else last
+    return text
+
+
+EXIT_BAD_INPUT = 2
+
+
+def _fail(message):
+    """Print ``message`` to stderr and exit with EXIT_BAD_INPUT (the SystemExit's text is the message)."""
+    print(message, file=sys.stderr, flush=True)
+    error = SystemExit(message)
+    error.code = EXIT_BAD_INPUT
+    raise error
 
 
 def run_tool(main, argv=None):
-    """Run ``main(argv)``; bad input ends in ``error: ...`` and exit code 1 (see the module docstring)."""
+    """Run ``main(argv)``; bad input ends in ``error: ...`` and exit code 2 (see the module docstring)."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
@@ -64,11 +94,11 @@ def run_tool(main, argv=None):
         if debug:
             raise
         command = e.cmd if isinstance(e.cmd, str) else " ".join(str(c) for c in e.cmd[:2])
-        sys.exit(f"error: {command} failed with exit code {e.returncode} (its output is above)")
-    except BAD_INPUT as e:
+        _fail(f"error: {command} failed with exit code {e.returncode} (its output is above)")
+    except BAD_INPUT + _child_errors() as e:
         if debug:
             raise
-        sys.exit(f"error: {error_message(e)}")
+        _fail(f"error: {' '.join(error_message(e).split())}")
     if isinstance(result, int) and not isinstance(result, bool):
         sys.exit(result)
     return result

@@ -29,9 +29,11 @@ def atomic_open(path, mode="w", **kwargs):
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if isinstance(e, OSError) and not e.filename and e.errno:  # e.g. disk full: say which file
+            raise OSError(e.errno, f"{path}: {e.strerror}; the previous file, if any, is kept") from e
         raise
 
 
@@ -39,3 +41,32 @@ def atomic_write_json(path, obj, **kwargs):
     """Write ``obj`` as JSON to ``path`` atomically."""
     with atomic_open(path, "w") as f:
         json.dump(obj, f, **kwargs)
+
+
+def ensure_writable_dir(path):
+    """Create folder ``path`` if needed and check that files can be written into it; OSError naming it otherwise."""
+    path = os.fspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise NotADirectoryError(f"{path}: output path is a file, not a folder")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise OSError(e.errno, f"{path}: output folder is not writable ({e.strerror})") from None
+    return path
+
+
+def remove_stale_temporaries(path):
+    """Remove the temporary files that killed ``atomic_open(path)`` writes left beside ``path``; returns them."""
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    stale = [
+        os.path.join(directory, f)
+        for f in (os.listdir(directory) if os.path.isdir(directory) else [])
+        if f.startswith("." + name + ".") and f.endswith(".tmp")
+    ]
+    for f in stale:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(f)
+    return stale

@@ -24,6 +24,7 @@ from ..datasets import (
     DatasetError,
     split_paths,
 )
+from ..image_io import ImageReadError, check_pixel_limit
 
 ERROR, WARNING = "error", "warning"
 EXIF_ORIENTATION = 0x0112
@@ -182,6 +183,9 @@ def _check_labelled_split(report, split, image_dir, json_file, progress):
         path = os.path.join(image_dir, name)
         if path not in listed:
             report.add(WARNING, "image-unlisted", path, f"not listed in {json_file}: unused")
+    if images and not sum(boxes.values()):
+        what = "cannot train" if split == "train" else "cannot be evaluated"
+        report.add(ERROR, "no-annotations", json_file, f"no image has an annotation: the {split} split {what}")
     report.splits[split] = {"images": len(images), "boxes": sum(boxes.values()), "image files": len(files)}
 
 
@@ -322,6 +326,7 @@ def check_image(report, path, expected_hw=None, json_file=None):
             return
         with Image.open(path) as img:
             mode, (w, h) = img.mode, img.size
+            check_pixel_limit(path, img.size)
             orientation = img.getexif().get(EXIF_ORIENTATION, 1)
             img.load()
     except FileNotFoundError:
@@ -329,6 +334,12 @@ def check_image(report, path, expected_hw=None, json_file=None):
         return
     except UnidentifiedImageError:
         report.add(ERROR, "image-not-image", path, "not an image file (or an unsupported format)")
+        return
+    except ImageReadError as e:  # over the pixel limit
+        report.add(ERROR, "image-too-large", path, str(e).removeprefix(f"{path}: "))
+        return
+    except Image.DecompressionBombError as e:
+        report.add(ERROR, "image-too-large", path, f"too many pixels ({e})")
         return
     except (OSError, SyntaxError, ValueError) as e:
         report.add(ERROR, "image-corrupt", path, f"corrupt or truncated image ({e})")

@@ -9,6 +9,7 @@ one object reference per image; a bbox group has the fields height/left/top/widt
 digit 0 as 10; the HW2 json uses category id = digit + 1, so label 10 becomes category 1.
 """
 
+import math
 import os
 import random
 import shutil
@@ -92,7 +93,7 @@ def svhn_folder_to_coco(folder, id_offset=0):
     """
     mat_file = os.path.join(folder, "digitStruct.mat")
     images, annotations, sources = [], [], {}
-    stats = {"clipped": 0, "dropped": 0}
+    stats = {"clipped": 0, "dropped": 0, "non_finite": 0}
     for name, boxes in read_digit_struct(mat_file):
         path = os.path.join(folder, name)
         where = f"{mat_file}: {name}: "
@@ -126,6 +127,10 @@ def svhn_folder_to_coco(folder, id_offset=0):
 
 def _fit_box(box, width, height, stats):
     x, y, w, h = box["left"], box["top"], box["width"], box["height"]
+    if not all(math.isfinite(v) for v in (x, y, w, h)):  # NaN / inf in digitStruct.mat: a counted drop
+        stats["dropped"] += 1
+        stats["non_finite"] += 1
+        return None
     if w <= 0 or h <= 0:
         stats["dropped"] += 1
         return None
@@ -235,4 +240,5 @@ def convert_svhn(
     }
     summary["clipped_boxes"] = sum(p[3]["clipped"] for p in parsed.values())
     summary["dropped_boxes"] = sum(p[3]["dropped"] for p in parsed.values())
+    summary["non_finite_boxes"] = sum(p[3]["non_finite"] for p in parsed.values())
     return summary
