@@ -335,3 +335,21 @@ def test_disk_full_while_writing_predictions_names_the_file_and_keeps_the_old_pa
     assert_one_error_line(proc, out / ".pred.json.", "File too large")
     assert {name: (out / name).read_bytes() for name in ("pred.json", "pred.csv")} == before
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_training_stops_before_the_first_iteration_on_an_image_over_the_pixel_limit(tmp_path):
+    root = write_digit_dataset(tmp_path / "digits", counts=(3, 1, 0))
+    big = os.path.join(root, "train", "2.png")
+    image = read_image(big)
+    cv2.imwrite(big, cv2.resize(image, (image.shape[1] * 8, image.shape[0] * 8)))
+    proc = tool("train_net", "--config-file", CONFIG, *tiny_model_opts(tmp_path / "out"), *QUICK, root=root,
+                env={"DIGITS_MAX_IMAGE_PIXELS": "20000"})  # fmt: skip
+    assert_one_error_line(proc, big, "pixels, more than the limit of 20,000", "DIGITS_MAX_IMAGE_PIXELS")
+    assert "Starting training" not in proc.stdout + proc.stderr
+
+
+def test_unknown_key_in_a_config_file_names_the_file_and_key(tmp_path, images):
+    config = tmp_path / "typo.yaml"
+    config.write_text(f'_BASE_: "{CONFIG}"\nDIGITS:\n  READER:\n    SCORE_THRESH: 0.5\n')
+    proc = tool("predict", "--config-file", config, "--input", images, "--output", tmp_path / "out")
+    assert_one_error_line(proc, "typo.yaml", "Non-existent config key: DIGITS.READER.SCORE_THRESH")
