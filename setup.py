@@ -42,5 +42,5 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["digit_detectron", "digit_detectron.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=7,<10", "ruff>=0.6,<1"]},
+    extras_require={"dev": ["pytest>=7,<10", "ruff==0.17.6"]},
 )
