@@ -32,7 +32,8 @@ def setup(args):
     if not args.eval_only and comm.is_main_process():
         # One training per OUTPUT_DIR; a lock left by a killed run is taken over.
         OutputLock(cfg.OUTPUT_DIR).acquire()
-    preflight(cfg.DATASETS.TEST if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
+    if comm.is_main_process():  # once, not in every process of a --num-gpus run
+        preflight(cfg.DATASETS.TEST if args.eval_only else [*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST])
     if not args.eval_only:
         resolve_schedule(cfg)
         maybe_pretrain(cfg)
