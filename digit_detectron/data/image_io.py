@@ -13,6 +13,10 @@ class ImageReadError(DigitError, OSError):
     """An image file cannot be decoded; the message names the file and the problem."""
 
 
+# The EXIF orientation tag, and the orientations that rotate by 90 or 270 degrees (width and height swap).
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
 # The largest image read, in pixels (width x height), from the header before decoding: a larger one
 # is an ImageReadError (a counted skip in prediction). SVHN's largest photo has ~0.6 million pixels.
 DEFAULT_MAX_IMAGE_PIXELS = 40_000_000

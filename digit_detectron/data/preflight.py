@@ -12,12 +12,9 @@ import time
 from PIL import Image, UnidentifiedImageError
 
 from .datasets import get_dataset_dicts
-from .image_io import ImageReadError, check_pixel_limit
+from .image_io import EXIF_ORIENTATION, TRANSPOSING_ORIENTATIONS, ImageReadError, check_pixel_limit
 
 logger = logging.getLogger(__name__)
-
-EXIF_ORIENTATION = 0x0112
-SWAPPING_ORIENTATIONS = (5, 6, 7, 8)  # rotated by 90 or 270 degrees: width and height swap
 
 
 def header_size(path):
@@ -26,8 +23,10 @@ def header_size(path):
         with Image.open(path) as img:
             check_pixel_limit(path, img.size)
             width, height = img.size
-            if img.getexif().get(EXIF_ORIENTATION, 1) in SWAPPING_ORIENTATIONS:
+            if img.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
                 width, height = height, width
+    except ImageReadError:  # over the pixel limit
+        raise
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except UnidentifiedImageError:
@@ -35,8 +34,6 @@ def header_size(path):
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{path}: too many pixels ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, ImageReadError):
-            raise
         raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
     return width, height
 

@@ -24,12 +24,9 @@ from ..datasets import (
     DatasetError,
     split_paths,
 )
-from ..image_io import ImageReadError, check_pixel_limit
+from ..image_io import EXIF_ORIENTATION, TRANSPOSING_ORIENTATIONS, ImageReadError, check_pixel_limit
 
 ERROR, WARNING = "error", "warning"
-EXIF_ORIENTATION = 0x0112
-# EXIF orientations that swap width and height.
-TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
 MODE_NOTES = {
     "L": "grayscale",
     "LA": "grayscale with alpha",

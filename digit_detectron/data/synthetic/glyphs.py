@@ -131,7 +131,7 @@ def render_source(name, font_dir, height):
         face, italic = detail.removesuffix("-italic"), detail.endswith("-italic")
         if face not in HERSHEY_FACES:
             raise ValueError(f"unknown Hershey face {face!r} in glyph source {name!r}")
-        return [_render_hershey(HERSHEY_FACES[face] | (cv2.FONT_ITALIC if italic else 0), d, height) for d in range(10)]
+        return _render_hershey(HERSHEY_FACES[face] | (cv2.FONT_ITALIC if italic else 0), height)
     if kind in ("segment7", "segment7-slant"):
         return [_render_segments(d, height, slant=0.18 if kind.endswith("slant") else 0.0) for d in range(10)]
     if kind == "dotmatrix":
@@ -182,25 +182,26 @@ def _render_digit(font, char):
     return _crop(mask)
 
 
-def _render_hershey(face, digit, height):
+def _render_hershey(face, height):
+    """The 10 digits of a Hershey face, cropped to the ink and scaled so that "0" is ``height`` px tall."""
     # Hershey glyphs are strokes: a thickness of ~1/9 of the height looks like a sign-maker's pen.
     (_, h0), _ = cv2.getTextSize("0", face, 1.0, 1)
     scale = 1.15 * height / max(h0, 1)
     thickness = max(2, round(height / 9))
-    (w, h), base = cv2.getTextSize(str(digit), face, scale, thickness)
-    canvas = np.zeros((h + base + 4 * thickness, w + 4 * thickness), np.uint8)
-    cv2.putText(canvas, str(digit), (2 * thickness, h + 2 * thickness), face, scale, 255, thickness, cv2.LINE_AA)
-    mask = _crop(canvas)
-    probe = _crop(_hershey_zero(face, scale, thickness))
-    factor = height / probe.shape[0]  # so that "0" is `height` px tall, as in every source
-    return cv2.resize(mask, (max(1, round(mask.shape[1] * factor)), max(1, round(mask.shape[0] * factor))))
+    factor = height / _hershey_text(face, "0", scale, thickness).shape[0]
+    digits = []
+    for d in range(10):
+        mask = _hershey_text(face, str(d), scale, thickness)
+        digits.append(cv2.resize(mask, (max(1, round(mask.shape[1] * factor)), max(1, round(mask.shape[0] * factor)))))
+    return digits
 
 
-def _hershey_zero(face, scale, thickness):
-    (w, h), base = cv2.getTextSize("0", face, scale, thickness)
+def _hershey_text(face, char, scale, thickness):
+    """``char`` drawn with cv2.putText, cropped to the ink."""
+    (w, h), base = cv2.getTextSize(char, face, scale, thickness)
     canvas = np.zeros((h + base + 4 * thickness, w + 4 * thickness), np.uint8)
-    cv2.putText(canvas, "0", (2 * thickness, h + 2 * thickness), face, scale, 255, thickness, cv2.LINE_AA)
-    return canvas
+    cv2.putText(canvas, char, (2 * thickness, h + 2 * thickness), face, scale, 255, thickness, cv2.LINE_AA)
+    return _crop(canvas)
 
 
 def _render_segments(digit, height, slant=0.0):
