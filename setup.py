@@ -43,4 +43,5 @@ setup(
     packages=find_packages(include=["digit_detectron", "digit_detectron.*"]),
     install_requires=INSTALL_REQUIRES,
     extras_require={"dev": ["pytest>=7,<10", "ruff==0.17.6"]},
+    entry_points={"console_scripts": ["digit-detectron=digit_detectron.command:console_main"]},
 )

@@ -167,7 +167,6 @@ def get_parser():
     parser.add_argument("--baseline-min-size", type=int, default=800, help="baseline short side (reference: 800)")
     parser.add_argument("--baseline-max-size", type=int, default=1333, help="baseline resize cap (reference: 1333)")
     parser.add_argument("--baseline-warmup", type=int, default=1, help="baseline warm-up batches (default 1)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads of both sides (default: torch's)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs for our side")
     return parser
 

@@ -165,15 +165,12 @@ def get_parser():
     parser.add_argument("--min-size", type=int, default=800, help="resize short side (reference: 800)")
     parser.add_argument("--max-size", type=int, default=1333, help="resize long side cap (reference: 1333)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model init")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", default=None, help="folder for the result as JSON (torchvision_<task>.json)")
     return parser
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
     split = args.split or ("train" if args.task == "train" else "valid")
     register_digits(args.dataset_root, DATASET_PREFIX)
     name = f"{DATASET_PREFIX}_{split}"

@@ -7,16 +7,27 @@ Layers, in the order data flows: ``data`` (datasets, mapper, synthetic generator
 -> ``modeling`` (ROI heads, IoU loss, backbones) -> ``engine`` (trainer, hooks, schedule, pre-training)
 -> ``checkpoint`` (loading, saving, weight conversion) -> ``evaluation`` -> ``inference`` (predictor,
 number reader, submission files) -> ``analysis`` (anchors, benchmarks, experiments, plots, drawings).
+
+Importing it also sets ``OMP_WAIT_POLICY=PASSIVE`` when neither that nor ``GOMP_SPINCOUNT`` is set
+and torch is not imported yet (``utils/threads.py``; ``DIGITS_THREAD_POLICY=torch`` turns it off).
 """
+
+from .utils.threads import prepare_openmp
+
+prepare_openmp()  # before anything below imports torch
 
 from . import modeling  # only registration
 from .config import add_digit_config, apply_test_mode, get_digit_cfg
 from .data import register_digits
 from .data.datasets import default_dataset_root
+from .inference.reader_api import Digit, DigitReader, ReadResult
 
 register_digits(default_dataset_root())
 
 __all__ = [
+    "Digit",
+    "DigitReader",
+    "ReadResult",
     "add_digit_config",
     "apply_test_mode",
     "default_dataset_root",

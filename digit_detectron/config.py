@@ -85,6 +85,21 @@ def add_digit_config(cfg):
     # Sampling ratio of each DATASETS.TRAIN entry, e.g. [0.3, 0.7]: the expected share of each dataset in
     # the training batches whatever its size; empty: every image equally often (detectron2's default).
     _C.DIGITS.TRAIN_MIX = []
+    # Train batches of images with the same resized height and a similar aspect ratio
+    # (data/batching.py): less padding per batch, the same augmentations per image.
+    _C.DIGITS.SIZE_GROUPING = CN()
+    _C.DIGITS.SIZE_GROUPING.ENABLED = False
+    # Width of the aspect-ratio bins in log2(width / height): 0.25 puts 2.0 and 2.3 in one bin.
+    _C.DIGITS.SIZE_GROUPING.ASPECT_STEP = 0.25
+    # Inference options of DigitPredictor (inference/predictor.py); none changes which boxes are found
+    # beyond the stated tolerance (tests/test_speed_options.py).
+    _C.DIGITS.INFERENCE = CN()
+    # Run the backbone in bfloat16 (autocast; heads and box decoding stay float32): "off", "on", or
+    # "auto" = on where the CPU has native bf16 (avx512_bf16 / amx_bf16 in /proc/cpuinfo), else off.
+    _C.DIGITS.INFERENCE.BACKBONE_BF16 = "off"
+    # > 0: the ROI poolers' sampling ratio at inference (points per bin side; training keeps
+    # MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO); 0: as trained.
+    _C.DIGITS.INFERENCE.POOLER_SAMPLING_RATIO = 0
     # Thresholds of the reference design's test mode, applied by `apply_test_mode` (e.g. `--test-mode` of
     # tools/predict.py); validation uses MODEL.ROI_HEADS.SCORE_THRESH_TEST / NMS_THRESH_TEST.
     _C.DIGITS.TEST_MODE = CN()
@@ -128,16 +143,23 @@ def apply_test_mode(cfg):
     return cfg
 
 
-def get_digit_cfg(config_file=None, opts=()):
+def get_digit_cfg(config_file=None, opts=(), embedded=None):
     """
-    detectron2's default config with the digit keys, merged with ``config_file`` (a path, or a list
-    of paths merged in order, e.g. a model config then tools/tune_reader.py's thresholds) and ``opts``.
+    detectron2's default config with the digit keys, merged with ``embedded`` (``(model file, YAML
+    text)`` of a bundle's config, see ``get_model_cfg``), then ``config_file`` (a path, or a list of paths
+    merged in order, e.g. a model config then tools/tune_reader.py's thresholds), then ``opts``.
     A missing or malformed file, an unknown key or a bad value is a ConfigError naming the file or opts.
     """
     from detectron2.config import get_cfg
 
     cfg = get_cfg()
     add_digit_config(cfg)
+    if embedded is not None:
+        source, text = embedded
+        try:
+            cfg.merge_from_other_cfg(cfg.load_cfg(text))
+        except (AssertionError, KeyError, ValueError, TypeError, yaml.YAMLError) as e:
+            raise ConfigError(f"{source}: embedded config: {_config_problem(e)}") from e
     for path in [config_file] if isinstance(config_file, str) else (config_file or []):
         if not path:
             continue
@@ -154,6 +176,37 @@ def get_digit_cfg(config_file=None, opts=()):
     validate_config(cfg)
     register_config_datasets(cfg)
     return cfg
+
+
+def option_value(opts, key):
+    """The value given to ``key`` in a KEY VALUE list (the last one), or None."""
+    opts = list(opts)
+    values = [opts[i + 1] for i in range(0, len(opts) - 1, 2) if opts[i] == key]
+    return values[-1] if values else None
+
+
+def get_model_cfg(config_file=None, opts=(), weights=None):
+    """
+    The config of a trained model, for the tools that run one: the config embedded in the bundle
+    ``weights`` (or the MODEL.WEIGHTS of ``opts``), then ``config_file`` over it, then ``opts``, with
+    MODEL.WEIGHTS set to the bundle. A plain checkpoint (no embedded config) needs ``config_file``.
+    """
+    from .checkpoint.bundle import read_bundle_config
+
+    opts = list(opts)
+    if weights:
+        opts += ["MODEL.WEIGHTS", weights]
+    weights = option_value(opts, "MODEL.WEIGHTS")
+    files = [config_file] if isinstance(config_file, str) else [f for f in (config_file or []) if f]
+    if not weights and not files:
+        raise ConfigError("no model: pass --weights MODEL.pth (a bundle written by training) or --config-file")
+    embedded = read_bundle_config(weights) if weights else None
+    if embedded is None and not files:
+        raise ConfigError(
+            f"{weights}: no config embedded in this checkpoint (a plain detectron2 checkpoint, or one "
+            "written before bundles): pass the config it was trained with, --config-file FILE"
+        )
+    return get_digit_cfg(files, opts, embedded=(weights, embedded) if embedded is not None else None)
 
 
 def _get(cfg, key):
@@ -216,6 +269,9 @@ def validate_config(cfg):
     choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", IOU_LOSS_TYPES)
     choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO", ("cls", "box_reg"))
     choice("INPUT.FORMAT", ("BGR", "RGB"))
+    choice("DIGITS.INFERENCE.BACKBONE_BF16", ("off", "on", "auto"))
+    number("DIGITS.SIZE_GROUPING.ASPECT_STEP", 0, lo_open=True)
+    number("DIGITS.INFERENCE.POOLER_SAMPLING_RATIO", 0, integer=True)
     return cfg
 
 

@@ -15,16 +15,19 @@ MODEL.WEIGHTS times a randomly initialised model: speed does not depend on the w
 import argparse
 import os
 
-import torch
-
 from digit_detectron import get_digit_cfg, register_digits
 from digit_detectron.analysis.benchmark import ORDERS, TASKS, benchmark, report
-from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
+from digit_detectron.config import option_value
+from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
+from digit_detectron.utils.errors import ConfigError
 
 
 def get_parser():
     parser = argument_parser(__doc__)
-    parser.add_argument("--config-file", required=True)
+    add_model_flags(parser)
+    parser.add_argument(
+        "--exported", default=None, help="task predict: time this exported model (.onnx / .ts) on the same images"
+    )
     parser.add_argument("--task", choices=TASKS, default="train")
     parser.add_argument("--images", type=int, default=64, help="images timed (after warm-up)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: SOLVER.IMS_PER_BATCH for train, else 8")
@@ -37,8 +40,10 @@ def get_parser():
         default="dataset",
         help="'aspect' sorts the images by width/height before batching (less padding)",
     )
+    parser.add_argument(
+        "--competitors", type=int, default=0, help="CPU-bound processes to run beside the timed steps (default 0)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the augmentations and the model init")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--output", default=None, help="folder for the result as JSON (benchmark_<task>.json)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return parser
@@ -47,12 +52,24 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.dataset_root:
         register_digits(args.dataset_root)
-    cfg = get_digit_cfg(args.config_file, args.opts)
-    result = benchmark(cfg, args.task, args.dataset, args.images, args.batch_size, args.warmup, args.order, args.seed)
+    has_model = args.weights or option_value(args.opts, "MODEL.WEIGHTS")
+    if not has_model and not args.config_file:
+        raise ConfigError("pass --config-file CONFIG (a random init is timed) or --weights MODEL.pth")
+    cfg = model_config(args) if has_model else get_digit_cfg(args.config_file, args.opts)
+    result = benchmark(
+        cfg,
+        args.task,
+        args.dataset,
+        args.images,
+        args.batch_size,
+        args.warmup,
+        args.order,
+        args.seed,
+        args.competitors,
+        args.exported,
+    )
     result["config"] = args.config_file
     result["opts"] = args.opts
     print(report(result, args.output and os.path.join(args.output, f"benchmark_{args.task}.json")))

@@ -6,11 +6,15 @@
    train in-style, valid / test / test_ood out-of-style, valid_instyle in-style;
 2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation on the out-of-style
    validation split, whose AP picks the best checkpoint);
-3. evaluate the best checkpoint on valid (out-of-style), valid_instyle and test_ood (COCO AP + number
-   accuracy; OUT/eval/eval_results.json);
-4. measure the number reader's thresholds on validation (tools/tune_reader.py);
+3. evaluate the best checkpoint, a model bundle (its config inside: no --config-file from here on),
+   on valid (out-of-style), valid_instyle and test_ood (COCO AP + number accuracy;
+   OUT/eval/eval_results.json);
+4. measure the number reader's thresholds on validation (tools/tune_reader.py), which writes them
+   into the bundle;
 5. predict the test split into pred.json / pred.csv (tools/predict.py);
-6. draw validation predictions (tools/visualize.py); training plots come from step 2.
+6. draw validation predictions (tools/visualize.py); training plots come from step 2;
+7. export the bundle to ONNX with its detectron2-free runtime (tools/export_model.py), checked
+   against the PyTorch model, and read one test image with ``digit-detectron read``.
 
 Every step is one of the project's tools, printed before it runs; a step whose output exists is
 skipped, and an interrupted training resumes, so running the demo again continues where it stopped.
@@ -85,27 +89,23 @@ def main(argv=None):
     weights = os.path.join(train_dir, "model_best.pth")
     if not os.path.isfile(weights):
         weights = os.path.join(train_dir, "model_final.pth")
-    model = ["MODEL.WEIGHTS", weights]
+    model = ["--weights", weights]  # a bundle: the config it was trained with is inside
 
     eval_dir = os.path.join(out, "eval")
     datasets = "(" + ", ".join(f'"{n}"' for n in EVAL_SPLITS) + ",)"
-    run(
-        [py, "tools/train_net.py", *config, "--eval-only", *model, "DATASETS.TEST", datasets, "OUTPUT_DIR", eval_dir],
-        env,
-    )
-    run([py, "tools/tune_reader.py", *config, "--dataset", "digits_valid", "--output", out, *model], env)
+    run([py, "tools/train_net.py", "--eval-only", *model, "DATASETS.TEST", datasets, "OUTPUT_DIR", eval_dir], env)
+    run([py, "tools/tune_reader.py", *model, "--dataset", "digits_valid", "--output", out], env)
     thresholds = os.path.join(out, "reader_thresholds.yaml")
-    configs = [*config, "--config-file", thresholds]
     predictions = os.path.join(out, "predictions")
-    run(
-        [py, "tools/predict.py", *configs, "--input", os.path.join(args.data, "test"), "--output", predictions, *model],
-        env,
-    )
+    run([py, "tools/predict.py", *model, "--input", os.path.join(args.data, "test"), "--output", predictions], env)
     visualize = os.path.join(out, "visualize")
-    run(
-        [py, "tools/visualize.py", *configs, "--dataset", "digits_valid", "--num", "32", "--output", visualize, *model],
-        env,
-    )
+    run([py, "tools/visualize.py", *model, "--dataset", "digits_valid", "--num", "32", "--output", visualize], env)
+    export_dir = os.path.join(out, "export")
+    run([py, "tools/export_model.py", *model, "--format", "onnx", "--output", export_dir], env)
+    sample = sorted(os.listdir(os.path.join(args.data, "test")))[0]
+    read_dir = os.path.join(out, "read")
+    read_cmd = [py, "-m", "digit_detectron.command", "read", os.path.join(args.data, "test", sample)]
+    run([*read_cmd, *model, "--output", read_dir], env)
 
     print("\n" + "=" * 72)
     print(f"Demo finished in {(time.time() - start) / 60:.1f} min. Outputs:")
@@ -118,11 +118,13 @@ def main(argv=None):
         ("reader thresholds", thresholds),
         ("pred.json / pred.csv", predictions),
         ("drawn predictions", os.path.join(visualize, "grid.png")),
+        ("ONNX model + runtime", export_dir),
+        ("one image read", read_dir),
     ]:
         print(f"  {what:24s} {path}")
     with open(os.path.join(eval_dir, "eval_results.json")) as f:
         results = json.load(f)
-    print("Best checkpoint (chosen on digits_valid, out-of-style), config reader thresholds:")
+    print("Best checkpoint (chosen on digits_valid, out-of-style), the config's reader thresholds:")
     print(summary_table(results))
     return results
 

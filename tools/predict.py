@@ -2,17 +2,18 @@
 """
 Predict digit boxes and house numbers for a folder of images; writes the HW2 submission files::
 
+    python tools/predict.py --weights output/digits_cpu/model_best.pth --input datasets/digits/test --output output/pred
     python tools/predict.py --config-file configs/digits_cpu.yaml --input datasets/digits/test \\
-        --output output/pred MODEL.WEIGHTS output/digits_cpu/model_best.pth
+        --output output/pred MODEL.WEIGHTS plain_detectron2_checkpoint.pth
 """
 
 import argparse
 
-from digit_detectron import apply_test_mode, get_digit_cfg
+from digit_detectron import apply_test_mode
 from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
 from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
-from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
+from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
 from digit_detectron.utils.io import ensure_writable_dir
 
 EPILOG = """\
@@ -30,24 +31,19 @@ image ids:
   whose "images" entries hold "file_name" and "id".
 
 thresholds:
-  The reader uses DIGITS.READER.* (tools/tune_reader.py measures them: pass its
-  reader_thresholds.yaml as a second --config-file). --test-mode applies the reference design's test-time
-  thresholds: ROI NMS DIGITS.TEST_MODE.NMS_THRESH and pred.json scores >= DIGITS.TEST_MODE.SCORE_THRESH.
+  The reader uses DIGITS.READER.* (tools/tune_reader.py measures them and writes them into the
+  bundle; for a plain checkpoint pass its reader_thresholds.yaml as a second --config-file).
+  --test-mode applies the reference design's test-time thresholds: ROI NMS
+  DIGITS.TEST_MODE.NMS_THRESH and pred.json scores >= DIGITS.TEST_MODE.SCORE_THRESH.
 """
 
 
 def get_parser():
     parser = argument_parser(__doc__, EPILOG)
-    parser.add_argument(
-        "--config-file",
-        action="append",
-        required=True,
-        metavar="FILE",
-        help="config file; give it again to merge more files in order (e.g. reader_thresholds.yaml)",
-    )
+    add_model_flags(parser)
     parser.add_argument("--input", required=True, help="image folder, or a glob pattern in quotes")
     parser.add_argument("--output", required=True, help="folder for pred.json and pred.csv")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
     parser.add_argument(
         "--test-mode", action="store_true", help="the reference design's test-time thresholds (see below)"
     )
@@ -57,7 +53,7 @@ def get_parser():
 
 
 def setup_cfg(args):
-    cfg = get_digit_cfg(args.config_file, args.opts)
+    cfg = model_config(args)
     if args.test_mode:
         apply_test_mode(cfg)
         cfg.DIGITS.PRED_JSON_SCORE_THRESH = cfg.DIGITS.TEST_MODE.SCORE_THRESH

@@ -3,6 +3,7 @@
 Train or evaluate a digit detector, the detectron2 way::
 
     python tools/train_net.py --config-file configs/digits_cpu.yaml [KEY VALUE ...]
+    python tools/train_net.py --eval-only --weights out/model_best.pth   # a bundle: its own config
     python tools/train_net.py --config-file configs/digits_cpu.yaml --eval-only MODEL.WEIGHTS out/model_best.pth
     python tools/train_net.py --config-file configs/digits_cpu.yaml --resume
     python tools/train_net.py --config-file configs/digits_cpu.yaml --num-gpus 2   # 2 processes (gloo on CPU)
@@ -14,20 +15,31 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 
 from digit_detectron import get_digit_cfg
+from digit_detectron.config import get_model_cfg
 from digit_detectron.data.preflight import preflight
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
-from digit_detectron.utils.cli import add_debug_flag, run_tool, setup_logging
+from digit_detectron.inference.speed import apply_inference_options
+from digit_detectron.utils.cli import add_common_flags, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
 from digit_detectron.utils.lock import OutputLock
 
 
 def get_parser():
-    return add_debug_flag(default_argument_parser(__doc__))
+    parser = add_common_flags(default_argument_parser(__doc__))
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="--eval-only: the model bundle (.pth written by training); no config file needed",
+    )
+    return parser
 
 
 def setup(args):
-    cfg = get_digit_cfg(args.config_file, args.opts)
+    if args.eval_only:
+        cfg = get_model_cfg(args.config_file or None, args.opts, weights=args.weights)
+    else:
+        cfg = get_digit_cfg(args.config_file, args.opts)
     setup_logging(cfg.OUTPUT_DIR, comm.get_rank())
     if not args.eval_only and comm.is_main_process():
         # One training per OUTPUT_DIR; a lock left by a killed run is taken over.
@@ -49,6 +61,7 @@ def train(args):
         model = DigitTrainer.build_model(cfg)
         # Strict: an evaluation of re-initialised heads would be a silent wrong result.
         DigitTrainer.build_checkpointer(cfg, model, strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        apply_inference_options(model.eval(), cfg)  # what DigitPredictor runs (DIGITS.INFERENCE)
         results = DigitTrainer.test(cfg, model)
         if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
             by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}

@@ -2,8 +2,7 @@
 """
 Measure the number reader's thresholds and pred.json's score threshold on a labelled split::
 
-    python tools/tune_reader.py --config-file configs/digits_cpu.yaml --dataset digits_valid \\
-        MODEL.WEIGHTS output/digits_cpu/model_best.pth
+    python tools/tune_reader.py --weights output/digits_cpu/model_best.pth --dataset digits_valid
 """
 
 import argparse
@@ -12,15 +11,17 @@ import shlex
 
 from tabulate import tabulate
 
-from digit_detectron import get_digit_cfg
+from digit_detectron.checkpoint.bundle import update_bundle_config
 from digit_detectron.evaluation import reader_tuning
-from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
+from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
 
 EPILOG = """\
 The model runs once on the split with a low ROI score threshold. Then every reader ladder (1 to
 --max-rungs decreasing thresholds from --score-threshs) and NMS threshold is scored by number
 accuracy, and every pred.json threshold by COCO box AP. The best values are written to
-OUTPUT/reader_thresholds.yaml (OUTPUT: --output, else the config's OUTPUT_DIR). Use them with
+OUTPUT/reader_thresholds.yaml (OUTPUT: --output, else the config's OUTPUT_DIR) and, unless
+--no-bundle, into the model bundle itself, so that every tool given --weights uses them. For a plain
+checkpoint use the YAML:
   tools/predict.py --config-file CONFIG --config-file OUTPUT/reader_thresholds.yaml ...
 or append the printed KEY VALUE opts to any tool's command line (e.g. tools/train_net.py).
 """
@@ -35,8 +36,9 @@ def float_list(text):
 
 def get_parser():
     parser = argument_parser(__doc__, EPILOG)
+    add_model_flags(parser)
     parser.add_argument(
-        "--config-file", action="append", required=True, metavar="FILE", help="config file; repeat to merge more"
+        "--no-bundle", action="store_true", help="do not write the thresholds into the bundle (--weights)"
     )
     parser.add_argument("--dataset", default="digits_valid", help="registered labelled dataset (default digits_valid)")
     parser.add_argument("--output", help="folder for reader_thresholds.yaml (default: the config's OUTPUT_DIR)")
@@ -63,7 +65,7 @@ def get_parser():
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
-    cfg = get_digit_cfg(args.config_file, args.opts)
+    cfg = model_config(args)
     cfg.freeze()
     result = reader_tuning.tune(
         cfg, args.dataset, args.score_threshs, args.nms_threshs, args.pred_json_threshs, args.max_rungs, args.batch_size
@@ -88,6 +90,9 @@ def main(argv=None):
     opts = reader_tuning.reader_config_opts(result.best_reader, result.best_pred_json_thresh)
     print(f"Best: {result.best_reader}, PRED_JSON_SCORE_THRESH {result.best_pred_json_thresh:g}")
     print(f"Wrote {path}; as opts: " + " ".join(shlex.quote(o) for o in opts))
+    values = reader_tuning.reader_config_values(result.best_reader, result.best_pred_json_thresh)
+    if not args.no_bundle and update_bundle_config(cfg.MODEL.WEIGHTS, values):
+        print(f"Wrote the thresholds into the bundle {cfg.MODEL.WEIGHTS}")
     return result
 
 

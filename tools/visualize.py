@@ -19,21 +19,16 @@ from tqdm import tqdm
 
 from digit_detectron import apply_test_mode, get_digit_cfg
 from digit_detectron.analysis.visualization import FilePredictions, ModelPredictions, visualize
+from digit_detectron.config import option_value
 from digit_detectron.data.datasets import get_dataset_dicts
 from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.inference.predictor import list_records
-from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
+from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
 
 
 def get_parser():
     parser = argument_parser(__doc__)
-    parser.add_argument(
-        "--config-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="model config (needed to run a model); repeat to merge more, e.g. reader_thresholds.yaml",
-    )
+    add_model_flags(parser)
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="image folder or glob (no ground truth)")
     source.add_argument("--dataset", help="registered dataset, e.g. digits_valid (ground truth drawn too)")
@@ -63,7 +58,10 @@ def build_predict(args, cfg):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
-    cfg = get_digit_cfg(args.config_file, args.opts)
+    if args.predictions and not (args.weights or option_value(args.opts, "MODEL.WEIGHTS")):
+        cfg = get_digit_cfg(args.config_file or [], args.opts)  # drawing a pred.json needs no model
+    else:
+        cfg = model_config(args)
     if args.test_mode:
         apply_test_mode(cfg)
     records = get_dataset_dicts(args.dataset) if args.dataset else list_records(args.input)

@@ -3,11 +3,14 @@ Training / inference throughput of a config on this machine, and the timing help
 ``benchmarks/torchvision_baseline.py`` shares so that both measure the same way on the same images.
 """
 
+import contextlib
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -22,6 +25,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from ..data import DigitDatasetMapper
+from ..data.batching import SizeGroupedBatches
 from ..data.image_io import ImageReadError, read_image
 from ..inference.predictor import DigitPredictor
 from ..utils.io import atomic_write_json
@@ -42,6 +46,8 @@ def machine_info():
         "cpu": cpu,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
+        "thread_policy": os.environ.get("DIGITS_THREAD_POLICY", "") or "digit_detectron",
         "torch": torch.__version__,
         "python": platform.python_version(),
     }
@@ -162,7 +168,39 @@ def _chunks(items, size):
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=None, warmup=2, order="dataset", seed=0):
+@contextlib.contextmanager
+def competing_processes(count):
+    """
+    ``count`` CPU-bound processes (a Python busy loop each) running for the duration of the block:
+    the "one other job on the machine" of the contended measurements. Always stopped, also when
+    the block raises; yields their Popen objects.
+    """
+    if count < 0:
+        raise ValueError(f"competitor count must be >= 0, got {count}")
+    processes = []
+    try:
+        for _ in range(count):
+            processes.append(subprocess.Popen([sys.executable, "-c", "while True: pass"]))
+        yield processes
+    finally:
+        for process in processes:
+            process.kill()
+        for process in processes:
+            process.wait()
+
+
+def benchmark(
+    cfg,
+    task="train",
+    dataset_name=None,
+    num_images=64,
+    batch_size=None,
+    warmup=2,
+    order="dataset",
+    seed=0,
+    competitors=0,
+    exported=None,
+):
     """
     Time ``task`` on ``num_images`` images after ``warmup`` batches:
 
@@ -172,6 +210,9 @@ def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=No
       MODEL.WEIGHTS times a randomly initialised model (saved to a temporary checkpoint).
 
     ``seed`` fixes the random augmentations (train scales decide the padding) and the model's init.
+    ``competitors`` CPU-bound processes run beside the timed steps (``competing_processes``).
+    ``exported`` (a .onnx / .ts written by tools/export_model.py) times that model on the "predict"
+    files instead, one image per call (its graph reads one image), decode included.
     The data path is timed separately per image: ``decode_s_per_image`` (read_image) and
     ``data_s_per_image`` (the whole mapper: decode, augmentations, boxes). Returns a dict of medians,
     images/s, the padding share of the batches, peak RSS and the machine.
@@ -189,9 +230,29 @@ def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=No
     decode_s = _median_seconds(lambda d: read_image(d["file_name"], cfg.INPUT.FORMAT), dicts)
     items = []
     data_s = _median_seconds(lambda d: items.append(mapper(d)), dicts)
-    image_batches = [[x["image"] for x in b] for b in _chunks(items, batch_size)]
+    grouped = is_train and cfg.DIGITS.SIZE_GROUPING.ENABLED
+    if grouped:  # the trainer's batches: same resized height and aspect bin (data/batching.py)
+        needed = len(items) // batch_size
+        more = select_images(DatasetCatalog.get(dataset_name), 8 * total, is_train, order, dataset_name)
+        stream = items + [mapper(d) for d in more]
+        item_batches = list(SizeGroupedBatches(stream, batch_size, cfg.DIGITS.SIZE_GROUPING.ASPECT_STEP))[:needed]
+    else:
+        item_batches = _chunks(items, batch_size)
+    image_batches = [[x["image"] for x in b] for b in item_batches]
 
-    if task == "predict":
+    if exported and task != "predict":
+        raise ValueError("an exported model is timed with task 'predict'")
+    if task == "predict" and exported:
+        from ..export.runtime import ExportedModel
+
+        runtime = ExportedModel(exported, threads=torch.get_num_threads())
+        model = build_model(cfg)  # for the padding figure only
+
+        def step(files):
+            for path in files:
+                runtime.detect(read_image(path, "RGB"))
+
+    elif task == "predict":
         predictor = _build_predictor(cfg)
         model = predictor.model
 
@@ -202,14 +263,17 @@ def benchmark(cfg, task="train", dataset_name=None, num_images=64, batch_size=No
     else:
         model = build_model(cfg)
         step = _model_step(model, is_train)
-        batches = _chunks(items, batch_size)
-    with EventStorage(0):
+        batches = item_batches
+    with EventStorage(0), competing_processes(competitors):
         wall, cpu = time_steps(step, batches, warmup)
     return {
         "task": task,
         "dataset": dataset_name,
         "order": order,
+        "size_grouping": bool(grouped),
         "seed": seed,
+        "competitors": competitors,
+        "exported": exported or "",
         **timing_summary(batch_size, wall, cpu, None if task == "predict" else data_s),
         "decode_s_per_image": decode_s,
         "padding_fraction": padding_fraction(image_batches, model.backbone.size_divisibility),

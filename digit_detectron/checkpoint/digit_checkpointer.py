@@ -11,6 +11,7 @@ from torch import nn
 
 from ..utils.errors import DigitError
 from ..utils.io import atomic_open
+from .bundle import BUNDLE_KEY, bundle_entry
 
 __all__ = ["CheckpointError", "DigitCheckpointer"]
 
@@ -35,7 +36,8 @@ class DigitCheckpointer(DetectionCheckpointer):
        them, leaving whatever the model held);
     2. raises :class:`CheckpointError` for any other shape mismatch (the checkpoint does not fit the
        config) and for an unreadable file, naming the file;
-    3. saves checkpoints and the ``last_checkpoint`` tag atomically (temporary file + os.replace), so a
+    3. with ``config``, saves bundles: the config rides along in the checkpoint (checkpoint/bundle.py);
+    4. saves checkpoints and the ``last_checkpoint`` tag atomically (temporary file + os.replace), so a
        process killed while saving leaves the previous files whole for ``--resume``.
 
     Two loading modes: lenient (the default, for training and fine-tuning) as above, with missing
@@ -45,9 +47,10 @@ class DigitCheckpointer(DetectionCheckpointer):
     detectron2's name matching finds but cannot load (another shape) is an error.
     """
 
-    def __init__(self, model, save_dir="", *, strict=False, **checkpointables):
+    def __init__(self, model, save_dir="", *, strict=False, config=None, **checkpointables):
         super().__init__(model, save_dir, **checkpointables)
         self.strict = strict
+        self.config = config  # with a config, every save writes a bundle (checkpoint/bundle.py)
 
     def load(self, path, *args, **kwargs):
         if path:
@@ -125,6 +128,8 @@ class DigitCheckpointer(DetectionCheckpointer):
         for key, obj in self.checkpointables.items():
             data[key] = obj.state_dict()
         data.update(kwargs)
+        if self.config is not None:
+            data[BUNDLE_KEY] = bundle_entry(self.config)
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")

@@ -16,7 +16,9 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
+from ..data.batching import build_size_grouped_train_loader
 from ..data.sampling import mixed_train_data
+from ..utils.threads import data_loader_workers
 from .hooks import EpochHook, PlotMetricsHook
 
 
@@ -53,7 +55,7 @@ class DigitTrainer(DefaultTrainer):
     @classmethod
     def build_checkpointer(cls, cfg, model, strict=False, **checkpointables):
         """The checkpointer: lenient for training and fine-tuning, ``strict`` for evaluation."""
-        return DigitCheckpointer(model, cfg.OUTPUT_DIR, strict=strict, **checkpointables)
+        return DigitCheckpointer(model, cfg.OUTPUT_DIR, strict=strict, config=cfg, **checkpointables)
 
     @classmethod
     def build_optimizer(cls, cfg, model):
@@ -77,14 +79,22 @@ class DigitTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         mapper = DigitDatasetMapper(cfg, is_train=True)
-        if not cfg.DIGITS.TRAIN_MIX:
-            return build_detection_train_loader(cfg, mapper=mapper)
-        dataset, sampler = mixed_train_data(cfg)
-        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler)
+        dataset = sampler = None
+        if cfg.DIGITS.TRAIN_MIX:
+            dataset, sampler = mixed_train_data(cfg)
+        workers = data_loader_workers(cfg.DATALOADER.NUM_WORKERS)
+        if cfg.DIGITS.SIZE_GROUPING.ENABLED:
+            return build_size_grouped_train_loader(cfg, mapper, dataset, sampler, num_workers=workers)
+        return build_detection_train_loader(cfg, mapper=mapper, dataset=dataset, sampler=sampler, num_workers=workers)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(cfg, dataset_name, mapper=DigitDatasetMapper(cfg, is_train=False))
+        return build_detection_test_loader(
+            cfg,
+            dataset_name,
+            mapper=DigitDatasetMapper(cfg, is_train=False),
+            num_workers=data_loader_workers(cfg.DATALOADER.NUM_WORKERS),
+        )
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

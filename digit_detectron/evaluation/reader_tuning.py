@@ -172,18 +172,19 @@ def tune(
     )
 
 
+def reader_config_values(reader, pred_json_thresh):
+    """The tuned values by config key (what a bundle stores)."""
+    return {
+        "DIGITS.READER.SCORE_THRESHS": tuple(reader.score_threshs),
+        "DIGITS.READER.NMS_THRESH": float(reader.nms_thresh),
+        "DIGITS.READER.MAX_DIGITS": int(reader.max_digits),
+        "DIGITS.PRED_JSON_SCORE_THRESH": float(pred_json_thresh),
+    }
+
+
 def reader_config_opts(reader, pred_json_thresh):
     """The tuned values as detectron2 command-line opts (``KEY VALUE ...``)."""
-    return [
-        "DIGITS.READER.SCORE_THRESHS",
-        str(tuple(reader.score_threshs)),
-        "DIGITS.READER.NMS_THRESH",
-        str(reader.nms_thresh),
-        "DIGITS.READER.MAX_DIGITS",
-        str(reader.max_digits),
-        "DIGITS.PRED_JSON_SCORE_THRESH",
-        str(pred_json_thresh),
-    ]
+    return [str(x) for kv in reader_config_values(reader, pred_json_thresh).items() for x in kv]
 
 
 def write_reader_yaml(path, result, weights):

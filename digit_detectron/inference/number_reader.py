@@ -86,6 +86,20 @@ def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
     return read_after_nms(boxes[keep], scores[keep], classes[keep], score_threshs, max_digits)
 
 
+def select_digits(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
+    """
+    Indices (into the inputs) of the detections the number is read from, in reading order; empty when
+    no digit passes. ``read_number`` reads the same digits: ``classes[select_digits(...)]``.
+    """
+    boxes, scores, classes = _as_tensors(boxes, scores, classes)
+    keep = class_agnostic_nms(boxes, scores, nms_thresh)
+    for thresh in score_threshs:
+        n = min(int((scores[keep] >= thresh).sum()), max_digits)
+        if n:
+            return keep[:n][reading_order(boxes[keep[:n]])]
+    return keep[:0]
+
+
 def read_after_nms(boxes, scores, classes, score_threshs, max_digits):
     """
     Steps 2-4 of the module docstring on tensors that ``class_agnostic_nms`` kept, in its order
@@ -122,6 +136,10 @@ class NumberReader:
 
     def __call__(self, boxes, scores, classes):
         return read_number(boxes, scores, classes, self.score_threshs, self.nms_thresh, self.max_digits)
+
+    def select(self, boxes, scores, classes):
+        """Indices of the digits read, in reading order (``select_digits``)."""
+        return select_digits(boxes, scores, classes, self.score_threshs, self.nms_thresh, self.max_digits)
 
     def read_instances(self, instances):
         """The number shown by a detectron2 ``Instances`` (pred_boxes, scores, pred_classes)."""

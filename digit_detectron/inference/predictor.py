@@ -9,12 +9,14 @@ import numpy as np
 import torch
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
+from PIL import Image
 from tqdm import tqdm
 
 from ..checkpoint import DigitCheckpointer
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..data.image_io import ImageReadError, read_image
 from ..data.transforms import build_digit_augmentation
+from .speed import apply_inference_options
 
 
 def inference_score_thresh(cfg):
@@ -58,28 +60,33 @@ class DigitPredictor:
         self.model = build_model(self.cfg)
         self.model.eval()
         DigitCheckpointer(self.model, strict=True).load(weights)  # never predict with re-initialised heads
+        self.options = apply_inference_options(self.model, self.cfg)
         self.augmentations = T.AugmentationList(build_digit_augmentation(self.cfg, is_train=False))
         self.input_format = self.cfg.INPUT.FORMAT
 
     def __call__(self, images):
         """Instances (on CPU, original pixels) of a batch of HxWx3 uint8 images in cfg.INPUT.FORMAT."""
-        inputs = []
-        for image in images:
-            aug_input = T.AugInput(image)
-            self.augmentations(aug_input)
-            tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
-            inputs.append({"image": tensor, "height": image.shape[0], "width": image.shape[1]})
-        with torch.no_grad():
+        inputs = [{"image": self.preprocess(im), "height": im.shape[0], "width": im.shape[1]} for im in images]
+        with torch.inference_mode():
             outputs = self.model(inputs)
         return [output["instances"].to("cpu") for output in outputs]
 
+    def preprocess(self, image):
+        """The CHW uint8 tensor the model takes for an HxWx3 image in cfg.INPUT.FORMAT (the test-time resize)."""
+        aug_input = T.AugInput(image)
+        self.augmentations(aug_input)
+        return torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+
     def predict_files(self, files, batch_size=8, progress=True):
         """
-        Run on every file, ``batch_size`` images per forward pass, with a progress bar. Unreadable
-        files (corrupt, empty, not images) are skipped and listed in the result's ``failures``.
+        Run on every file, ``batch_size`` images per forward pass, with a progress bar. Files are
+        batched in order of aspect ratio (less padding; results are keyed by file, so the order does
+        not show). Unreadable files (corrupt, empty, not images) are skipped and listed in the
+        result's ``failures``.
         """
         if batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {batch_size}")
+        files = sorted(files, key=_aspect_ratio)
         run = PredictionRun()
         start = time.perf_counter()
         with tqdm(total=len(files), unit="img", desc="predict", disable=not progress) as bar:
@@ -96,6 +103,16 @@ class DigitPredictor:
                 bar.update(len(files[begin : begin + batch_size]))
         run.seconds = time.perf_counter() - start
         return run
+
+
+def _aspect_ratio(path):
+    """width / height from the image header (0 when unreadable: read_image reports it later)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+        return width / max(height, 1)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return 0.0
 
 
 def list_input_images(input):

@@ -1,9 +1,11 @@
 """
 What every tool in ``tools/``, ``datasets/`` and ``benchmarks/`` shares:
 
-* ``get_parser()`` builds its parser (``argument_parser`` here gives the common formatting and
-  ``--debug``), ``main(argv=None)`` parses, runs and returns the result, and the ``__main__`` block
-  is ``run_tool(main)``;
+* ``get_parser()`` builds its parser (``argument_parser`` here gives the common formatting,
+  ``--debug`` and ``--threads``), ``main(argv=None)`` parses, runs and returns the result, and the
+  ``__main__`` block is ``run_tool(main)``;
+* ``run_tool`` applies the thread policy (``utils.threads``: ``--threads``, ``OMP_NUM_THREADS`` or the
+  usable cores) before ``main`` runs;
 * ``setup_logging`` is the one logging set-up (detectron2's and this package's loggers);
 * ``run_tool`` turns bad input (``DigitError``, OSError, ValueError, KeyError, FloatingPointError)
   into one ``error: <file or key>: <problem>`` line on stderr and exit code 2, and a failed child
@@ -17,6 +19,7 @@ import subprocess
 import sys
 
 from .errors import DigitError
+from .threads import apply_thread_policy
 
 DEBUG_ENV = "DIGITS_DEBUG"
 BAD_INPUT = (DigitError, OSError, ValueError, KeyError, FloatingPointError)
@@ -38,15 +41,63 @@ def argument_parser(doc, epilog=None):
     parser = argparse.ArgumentParser(
         description=description, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    add_debug_flag(parser)
+    add_common_flags(parser)
     return parser
 
 
-def add_debug_flag(parser):
+def add_common_flags(parser):
+    """``--debug`` and ``--threads``, which every tool takes (``run_tool`` reads both)."""
     parser.add_argument(
         "--debug", action="store_true", help=f"show the Python traceback of an error (or set {DEBUG_ENV}=1)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="torch threads (default: OMP_NUM_THREADS, else the usable cores less a quarter; see utils/threads.py)",
+    )
     return parser
+
+
+def add_model_flags(parser, config_required=False):
+    """
+    ``--weights`` and ``--config-file`` (repeatable) of the tools that run a trained model: a bundle
+    needs no config file; one given is merged over the bundle's (``config.get_model_cfg``).
+    """
+    parser.add_argument("--weights", default=None, help="the model: a bundle .pth written by training")
+    parser.add_argument(
+        "--config-file",
+        action="append",
+        default=None,
+        required=config_required,
+        metavar="FILE",
+        help="config file merged over the bundle's (needed for a plain checkpoint); repeat to merge more",
+    )
+    return parser
+
+
+def model_config(args, extra_opts=()):
+    """The config of the model named by ``--weights`` / MODEL.WEIGHTS, ``--config-file`` and opts."""
+    from ..config import get_model_cfg
+
+    return get_model_cfg(args.config_file, [*args.opts, *extra_opts], weights=args.weights)
+
+
+def requested_threads(args):
+    """The value of ``--threads N`` / ``--threads=N`` in an argument list, or None (the parser reports a bad one)."""
+    for i, arg in enumerate(args):
+        value = args[i + 1] if arg == "--threads" and i + 1 < len(args) else None
+        if arg.startswith("--threads="):
+            value = arg.split("=", 1)[1]
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                return None
+        if arg == "--":
+            break
+    return None
 
 
 def setup_logging(output_dir=None, rank=0):
@@ -89,6 +140,7 @@ def run_tool(main, argv=None):
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
+        apply_thread_policy(requested_threads(args))
         result = main(argv)
     except subprocess.CalledProcessError as e:
         if debug:

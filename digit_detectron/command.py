@@ -1,0 +1,123 @@
+"""
+``digit-detectron``: one command for every task (the console entry point of setup.py)::
+
+    digit-detectron read photo.png --weights output/demo/train/model_best.pth
+    digit-detectron predict --weights model_best.pth --input datasets/digits/test --output out/pred
+    digit-detectron train --config-file configs/digits_cpu.yaml OUTPUT_DIR out/run
+    digit-detectron eval --weights model_best.pth DATASETS.TEST '("digits_valid",)'
+    digit-detectron check datasets/digits      digit-detectron demo      digit-detectron export ...
+
+Each subcommand but ``read`` runs the tool of the same job in ``tools/`` with the arguments as
+given (``tools/*.py`` keep working on their own); ``eval`` is ``tools/train_net.py --eval-only``.
+``read`` prints the number of each image and writes the image with the digits drawn.
+"""
+
+import argparse
+import os
+import runpy
+import sys
+
+from .utils.cli import argument_parser, run_tool
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# subcommand -> (tool script under the repository, arguments put first, what it does)
+TOOLS = {
+    "train": ("tools/train_net.py", [], "train a model (tools/train_net.py)"),
+    "eval": ("tools/train_net.py", ["--eval-only"], "evaluate a model: COCO AP + number accuracy"),
+    "predict": ("tools/predict.py", [], "pred.json + pred.csv for a folder of images"),
+    "tune": ("tools/tune_reader.py", [], "measure the number reader's thresholds on a split"),
+    "visualize": ("tools/visualize.py", [], "draw predictions against ground truth"),
+    "benchmark": ("tools/benchmark.py", [], "images/s of training, inference, prediction"),
+    "check": ("tools/check_dataset.py", [], "check a dataset in the HW2 layout"),
+    "export": ("tools/export_model.py", [], "export a model to TorchScript or ONNX"),
+    "bundle": ("tools/make_bundle.py", [], "embed a config into a plain checkpoint (a bundle)"),
+    "demo": ("tools/demo.py", [], "the whole job on the embedded synthetic data"),
+}
+
+
+def tool_path(name):
+    script = os.path.join(REPO, TOOLS[name][0])
+    if not os.path.isfile(script):
+        raise FileNotFoundError(
+            f"{script}: the '{name}' tool is not here; digit-detectron runs the tools of its source checkout "
+            "(pip install -e .)"
+        )
+    return script
+
+
+def run_subcommand(name, args):
+    """Run tools/<tool>.py as ``__main__`` with ``args`` (its exit code, errors and output are its own)."""
+    script = tool_path(name)
+    argv = sys.argv
+    sys.argv = [script, *TOOLS[name][1], *args]
+    try:
+        runpy.run_path(script, run_name="__main__")
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def read_main(argv=None):
+    """``digit-detectron read``: the number of each image, and the image with its digits drawn."""
+    parser = argument_parser("Read the house number of images (prints it, draws the digits).")
+    parser.add_argument("images", nargs="+", help="image files or folders")
+    parser.add_argument("--weights", required=True, help="model bundle (.pth written by training)")
+    parser.add_argument("--config-file", action="append", default=None, help="config over the bundle's (optional)")
+    parser.add_argument("--output", default=None, help="folder for the drawn images (default: ./read)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    from .inference.reader_api import DigitReader
+
+    reader = DigitReader(args.weights, config_file=args.config_file, device=args.device)
+    output = args.output or "read"
+    os.makedirs(output, exist_ok=True)
+    results = {}
+    for item in args.images:
+        if os.path.isdir(item):
+            results.update(reader.read_folder(item, progress=False))
+        elif os.path.isfile(item):
+            results[item] = reader(item)
+        else:
+            raise FileNotFoundError(f"{item}: no such image or folder")
+    for path, result in results.items():
+        if result.error:
+            print(f"{path}: -1 (unreadable: {result.error})")
+            continue
+        drawn = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + "_read.png")
+        result.save(drawn)
+        print(f"{path}: {result.number}  ({len(result.digits)} digit(s); drawn: {drawn})")
+    return results
+
+
+def get_parser():
+    lines = [f"  {name:10s} {what}" for name, (_, _, what) in TOOLS.items()]
+    lines.insert(0, f"  {'read':10s} read the number of images with a model (prints it, draws the digits)")
+    parser = argument_parser(
+        __doc__,
+        "subcommands (each takes --help):\n" + "\n".join(lines),
+    )
+    parser.add_argument("command", choices=["read", *TOOLS], metavar="COMMAND", help="read, " + ", ".join(TOOLS))
+    parser.add_argument("args", nargs=argparse.REMAINDER, help="the subcommand's arguments")
+    return parser
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("read", *TOOLS):
+        name, rest = argv[0], argv[1:]
+    else:
+        args = get_parser().parse_args(argv)  # --help, or an unknown subcommand: argparse's message
+        name, rest = args.command, args.args
+    if name == "read":
+        return read_main(rest)
+    return run_subcommand(name, rest)
+
+
+def console_main():
+    """The ``digit-detectron`` entry point (also ``python -m digit_detectron.command``)."""
+    run_tool(main)
+
+
+if __name__ == "__main__":
+    console_main()

@@ -1,0 +1,148 @@
+"""
+Export a trained digit model to TorchScript or ONNX: the whole detectron2 Faster R-CNN of one resized
+image (normalisation through per-class NMS), traced with detectron2's ``TracingAdapter``.
+
+Why this route: tracing records the inference of one image as a graph; detectron2's RPN and ROI
+heads switch to trace-friendly code under ``torch.jit.is_tracing()`` (top-k counts from shapes,
+``batched_nms`` through torchvision's ``nms``, which ONNX has as NonMaxSuppression, ROIAlign as
+RoiAlign), so one graph serves every input size (``dynamic_axes`` height / width) and its outputs
+equal the PyTorch model's (tests/test_export.py: boxes within 1e-3 px, same classes). Scripting
+detectron2's models is not supported for Faster R-CNN-FPN outputs as Instances, and splitting the
+network from post-processing would move anchors, top-k and NMS into every runtime. What stays outside
+the graph is cheap and identical in every runtime: the resize, the box scaling to the input's pixels
+and the number reader (``runtime.py``, written beside the model as ``digit_runtime.py``).
+"""
+
+import json
+import logging
+import os
+import shutil
+
+import numpy as np
+import torch
+
+from ..utils.errors import DigitError
+from ..utils.io import atomic_open, atomic_write_json
+
+__all__ = ["EXPORT_FORMATS", "ExportError", "export_model", "model_metadata"]
+
+EXPORT_FORMATS = {"torchscript": "model.ts", "onnx": "model.onnx"}
+ONNX_OPSET = 17  # RoiAlign with half_pixel (ROIAlignV2) needs >= 16
+_logger = logging.getLogger("digit_detectron")
+
+
+class ExportError(DigitError, RuntimeError):
+    """The model could not be exported, or the export's outputs differ from the PyTorch model's."""
+
+
+def model_metadata(cfg, fmt, weights):
+    """What ``runtime.py`` needs beside the graph (model.json)."""
+    reader = cfg.DIGITS.READER
+    return {
+        "format_version": 1,
+        "format": fmt,
+        "source_weights": os.path.abspath(weights) if weights else "",
+        "input_format": cfg.INPUT.FORMAT,
+        "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
+        "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
+        "score_thresh_test": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+        "reader": {
+            "score_threshs": [float(t) for t in reader.SCORE_THRESHS],
+            "nms_thresh": float(reader.NMS_THRESH),
+            "max_digits": int(reader.MAX_DIGITS),
+        },
+        "classes": [str(d) for d in range(10)],
+    }
+
+
+def _traceable(predictor, sample_tensor):
+    from detectron2.export import TracingAdapter
+
+    model = predictor.model.eval()
+
+    def inference(model, inputs):
+        instances = model.inference(inputs, do_postprocess=False)[0]
+        return [{"instances": instances}]
+
+    return TracingAdapter(model, [{"image": sample_tensor}], inference)
+
+
+def export_model(predictor, sample_image, fmt, output_dir):
+    """
+    Export ``predictor``'s model (a DigitPredictor, float32 backbone) as ``fmt`` ("torchscript" or
+    "onnx") into ``output_dir``: the graph, model.json and digit_runtime.py. ``sample_image``: an
+    H x W x 3 uint8 image in the model's INPUT.FORMAT to trace with. Returns the graph's path.
+    """
+    if fmt not in EXPORT_FORMATS:
+        raise ExportError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if getattr(predictor.model.backbone, "runs_bf16", False):
+        raise ExportError("export the float32 model: set DIGITS.INFERENCE.BACKBONE_BF16 off")
+    os.makedirs(output_dir, exist_ok=True)
+    sample = predictor.preprocess(sample_image)
+    adapter = _traceable(predictor, sample)
+    path = os.path.join(output_dir, EXPORT_FORMATS[fmt])
+    with torch.no_grad():
+        if fmt == "torchscript":
+            traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
+            with atomic_open(path, "wb") as f:
+                torch.jit.save(traced, f)
+        else:
+            _export_onnx(adapter, sample, path)
+    predictor.model.eval()  # torch.onnx.export leaves the model in training mode
+    atomic_write_json(
+        os.path.splitext(path)[0] + ".json", model_metadata(predictor.cfg, fmt, predictor.cfg.MODEL.WEIGHTS), indent=2
+    )
+    runtime = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py")
+    with open(runtime) as src, atomic_open(os.path.join(output_dir, "digit_runtime.py"), "w") as dst:
+        shutil.copyfileobj(src, dst)
+    return path
+
+
+def _export_onnx(adapter, sample, path):
+    try:
+        import onnx  # noqa: F401  (torch.onnx.export needs it)
+    except ImportError:
+        raise ExportError("ONNX export needs the onnx package: pip install onnx onnxruntime") from None
+    with atomic_open(path, "wb") as f:
+        torch.onnx.export(
+            adapter,
+            (sample,),
+            f,
+            opset_version=ONNX_OPSET,
+            dynamo=False,  # the TorchScript-based exporter: detectron2's tracing paths target it
+            input_names=["image"],
+            output_names=["boxes", "classes", "scores", "image_size"],
+            dynamic_axes={
+                "image": {1: "height", 2: "width"},
+                "boxes": {0: "detections"},
+                "classes": {0: "detections"},
+                "scores": {0: "detections"},
+            },
+        )
+
+
+def compare_with_pytorch(predictor, exported, images_rgb, box_tolerance=1e-3, score_tolerance=1e-4):
+    """
+    Run the PyTorch predictor and an ``ExportedModel`` on the same RGB images; the largest box and
+    score differences over matched detections, and the images whose detection count or classes differ.
+    """
+    worst_box = worst_score = 0.0
+    mismatched = []
+    for i, image in enumerate(images_rgb):
+        model_input = image if predictor.input_format == "RGB" else image[:, :, ::-1]
+        ref = predictor([np.ascontiguousarray(model_input)])[0]
+        boxes, scores, classes = exported.detect(image)
+        ref_boxes, ref_scores = ref.pred_boxes.tensor.numpy(), ref.scores.numpy()
+        if len(boxes) != len(ref_boxes) or not np.array_equal(classes, ref.pred_classes.numpy()):
+            mismatched.append(i)
+            continue
+        if len(boxes):
+            worst_box = max(worst_box, float(np.abs(boxes - ref_boxes).max()))
+            worst_score = max(worst_score, float(np.abs(scores - ref_scores).max()))
+    ok = not mismatched and worst_box <= box_tolerance and worst_score <= score_tolerance
+    return {"max_box_diff_px": worst_box, "max_score_diff": worst_score, "mismatched_images": mismatched, "ok": ok}
+
+
+def write_check(path, result):
+    atomic_write_json(path, result, indent=2)
+    return json.dumps(result)

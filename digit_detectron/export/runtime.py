@@ -1,0 +1,177 @@
+#!/usr/bin/env python
+"""
+Run an exported digit model without detectron2 (nor digit_detectron): this one file, numpy, Pillow,
+and onnxruntime (``model.onnx``) or torch + torchvision (``model.ts``, TorchScript).
+
+``digit-detectron export`` writes it beside the model as ``digit_runtime.py``, with ``model.json``
+(the resize, the input channel order and the reader's thresholds)::
+
+    python digit_runtime.py model.onnx photo.png [more.png ...]      # prints the number of each
+    from digit_runtime import ExportedModel
+    model = ExportedModel("model.onnx"); boxes, scores, classes = model.detect(image_rgb)
+    number, digits = model.read(image_rgb)
+
+What the exported graph holds is the whole detectron2 model of one image: normalisation, backbone,
+RPN (anchors, top-k, NMS), ROIAlign, box head, per-class NMS, on the image already resized; this
+file does the rest exactly as ``DigitPredictor`` does: the resize (Pillow bilinear, short side
+``min_size`` capped at ``max_size``), scaling the boxes back to the input's pixels (clipped, empty
+ones dropped), and the number reader (class-agnostic NMS, score ladder, reading order).
+"""
+
+import json
+import os
+import sys
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["ExportedModel", "load_metadata", "read_number"]
+
+COLUMN_MAX_CENTRE_SHIFT = 0.5  # the reader's column rule (inference/number_reader.py)
+COLUMN_MAX_VERTICAL_OVERLAP = 0.3
+
+
+def load_metadata(model_path):
+    """model.json beside ``model_path`` (same stem)."""
+    path = os.path.splitext(model_path)[0] + ".json"
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: the exported model's metadata is missing (export writes it beside the model)")
+    with open(path) as f:
+        meta = json.load(f)
+    if meta.get("format_version") != 1:
+        raise ValueError(f"{path}: not digit-detectron export metadata of format 1")
+    return meta
+
+
+def resized_shape(height, width, short, max_size):
+    """detectron2's ResizeShortestEdge output (h, w)."""
+    scale = short / min(height, width)
+    newh, neww = (short, scale * width) if height < width else (scale * height, short)
+    if max(newh, neww) > max_size:
+        factor = max_size / max(newh, neww)
+        newh, neww = newh * factor, neww * factor
+    return int(newh + 0.5), int(neww + 0.5)
+
+
+def _nms(boxes, scores, thresh):
+    """Indices kept by NMS, by decreasing score (torchvision's rule: drop IoU > thresh)."""
+    order = np.argsort(-scores, kind="stable")
+    keep = []
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        rest = order[1:]
+        w = np.clip(np.minimum(boxes[i, 2], boxes[rest, 2]) - np.maximum(boxes[i, 0], boxes[rest, 0]), 0, None)
+        h = np.clip(np.minimum(boxes[i, 3], boxes[rest, 3]) - np.maximum(boxes[i, 1], boxes[rest, 1]), 0, None)
+        inter = w * h
+        iou = inter / np.maximum(areas[i] + areas[rest] - inter, 1e-12)
+        order = rest[iou <= thresh]
+    return np.asarray(keep, dtype=np.int64)
+
+
+def _is_column(boxes):
+    if len(boxes) < 2:
+        return False
+    boxes = boxes[np.argsort((boxes[:, 1] + boxes[:, 3]) / 2, kind="stable")]
+    upper, lower = boxes[:-1], boxes[1:]
+    shift = np.abs((upper[:, 0] + upper[:, 2]) - (lower[:, 0] + lower[:, 2])) / 2
+    narrower = np.minimum(upper[:, 2] - upper[:, 0], lower[:, 2] - lower[:, 0])
+    overlap = np.minimum(upper[:, 3], lower[:, 3]) - np.maximum(upper[:, 1], lower[:, 1])
+    shorter = np.minimum(upper[:, 3] - upper[:, 1], lower[:, 3] - lower[:, 1])
+    return bool(
+        np.all((shift <= COLUMN_MAX_CENTRE_SHIFT * narrower) & (overlap <= COLUMN_MAX_VERTICAL_OVERLAP * shorter))
+    )
+
+
+def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
+    """(number or -1, indices of the digits read in reading order): NumberReader's rule in numpy."""
+    boxes, scores, classes = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores), np.asarray(classes)
+    keep = _nms(boxes, scores.astype(np.float32), nms_thresh)
+    for thresh in score_threshs:
+        n = min(int((scores[keep] >= thresh).sum()), max_digits)
+        if n:
+            chosen = keep[:n]
+            axis = 1 if _is_column(boxes[chosen]) else 0
+            chosen = chosen[np.argsort((boxes[chosen, axis] + boxes[chosen, axis + 2]) / 2, kind="stable")]
+            return int("".join(str(int(c)) for c in classes[chosen])), chosen
+    return -1, keep[:0]
+
+
+class ExportedModel:
+    """An exported model (``.onnx`` with onnxruntime, ``.ts`` with torch) and its metadata."""
+
+    def __init__(self, path, threads=None):
+        self.path = path
+        self.meta = load_metadata(path)
+        if path.endswith(".onnx"):
+            import onnxruntime as ort
+
+            options = ort.SessionOptions()
+            if threads:
+                options.intra_op_num_threads = int(threads)
+            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+            self._run = lambda image: self._session.run(None, {self._input: image})
+        elif path.endswith(".ts"):
+            import torch
+            import torchvision  # noqa: F401  (registers the nms / roi_align ops the graph calls)
+
+            if threads:
+                torch.set_num_threads(int(threads))
+            module = torch.jit.load(path, map_location="cpu")
+
+            def run(image):
+                with torch.inference_mode():
+                    return [t.numpy() for t in module(torch.from_numpy(image))]
+
+            self._run = run
+        else:
+            raise ValueError(f"{path}: an exported model is a .onnx or .ts file")
+
+    def preprocess(self, image_rgb):
+        """The CHW uint8 array the graph takes: resized, in the model's channel order."""
+        h, w = image_rgb.shape[:2]
+        newh, neww = resized_shape(h, w, self.meta["min_size_test"], self.meta["max_size_test"])
+        resized = np.asarray(Image.fromarray(image_rgb).resize((neww, newh), Image.BILINEAR))
+        if self.meta["input_format"] == "BGR":
+            resized = resized[:, :, ::-1]
+        return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.uint8)
+
+    def detect(self, image_rgb):
+        """(boxes XYXY in the input's pixels, scores, classes 0..9) of an H x W x 3 uint8 RGB image."""
+        image_rgb = np.asarray(image_rgb)
+        tensor = self.preprocess(image_rgb)
+        boxes, classes, scores, size = self._run(tensor)
+        h, w = image_rgb.shape[:2]
+        boxes = boxes.astype(np.float32).copy()
+        boxes[:, 0::2] *= w / float(size[1])
+        boxes[:, 1::2] *= h / float(size[0])
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
+        keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
+        return boxes[keep], scores[keep].astype(np.float32), classes[keep].astype(np.int64)
+
+    def read(self, image_rgb):
+        """(number or -1, [(digit, score, (x1, y1, x2, y2)), ...] in reading order)."""
+        boxes, scores, classes = self.detect(image_rgb)
+        r = self.meta["reader"]
+        number, chosen = read_number(boxes, scores, classes, r["score_threshs"], r["nms_thresh"], r["max_digits"])
+        return number, [(int(classes[i]), float(scores[i]), tuple(float(v) for v in boxes[i])) for i in chosen]
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2:
+        print("usage: digit_runtime.py MODEL.onnx|MODEL.ts IMAGE [IMAGE ...]", file=sys.stderr)
+        return 2
+    model = ExportedModel(argv[0])
+    for path in argv[1:]:
+        with Image.open(path) as image:
+            number, digits = model.read(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
+        print(f"{path}: {number}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
