@@ -42,6 +42,9 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["digit_detectron", "digit_detectron.*"]),
     install_requires=INSTALL_REQUIRES,
-    extras_require={"dev": ["pytest>=7,<10", "ruff==0.17.6"]},
+    extras_require={
+        "export": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"],  # tools/export_model.py --format onnx
+        "dev": ["pytest>=7,<10", "ruff==0.17.6", "onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
+    },
     entry_points={"console_scripts": ["digit-detectron=digit_detectron.command:console_main"]},
 )

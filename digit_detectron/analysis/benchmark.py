@@ -252,6 +252,7 @@ def benchmark(
             for path in files:
                 runtime.detect(read_image(path, "RGB"))
 
+        batches = _chunks([d["file_name"] for d in dicts], batch_size)
     elif task == "predict":
         predictor = _build_predictor(cfg)
         model = predictor.model
