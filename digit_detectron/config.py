@@ -200,7 +200,9 @@ def get_model_cfg(config_file=None, opts=(), weights=None):
     files = [config_file] if isinstance(config_file, str) else [f for f in (config_file or []) if f]
     if not weights and not files:
         raise ConfigError("no model: pass --weights MODEL.pth (a bundle written by training) or --config-file")
-    embedded = read_bundle_config(weights) if weights else None
+    # With a config file, a missing weights file is the checkpointer's to report (after the inputs are checked).
+    readable = weights and (not files or os.path.isfile(weights))
+    embedded = read_bundle_config(weights) if readable else None
     if embedded is None and not files:
         raise ConfigError(
             f"{weights}: no config embedded in this checkpoint (a plain detectron2 checkpoint, or one "

@@ -246,6 +246,10 @@ def test_export_matches_pytorch_and_runs_without_detectron2(cli, trained, tmp_pa
     assert done.stdout.strip().splitlines() == expected
     exported = DigitReader(str(out_dir / graph))  # the API on the exported model
     assert [exported(f).number for f in files] == [reader(f).number for f in files]
+    bench = ["--weights", trained["bundle"], "--task", "predict", "--exported", out_dir / graph]
+    bench += ["--dataset", "digits_test"]
+    out = cli("benchmark", *bench, "--images", "2", "--batch-size", "1", "--warmup", "1", root=trained["root"])
+    assert "| exported" in out and "images_per_s" in out
 
 
 def test_runtime_reader_equals_the_number_reader():

@@ -70,7 +70,7 @@ def main(argv=None):
         args.competitors,
         args.exported,
     )
-    result["config"] = args.config_file
+    result["config"] = ", ".join(args.config_file or []) or f"bundle {args.weights or cfg.MODEL.WEIGHTS}"
     result["opts"] = args.opts
     print(report(result, args.output and os.path.join(args.output, f"benchmark_{args.task}.json")))
     return result
