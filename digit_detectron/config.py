@@ -134,6 +134,9 @@ def add_digit_config(cfg):
     _C.DIGITS.BEST_METRIC = "bbox/AP"
     # Draw tools/plot_metrics.py's PNGs into OUTPUT_DIR at the end of training.
     _C.DIGITS.PLOT_AT_END = True
+    # Write the evaluation report (evaluation/report.py) of the best checkpoint at the end of training and
+    # of the model in tools/train_net.py --eval-only, into OUTPUT_DIR/report/<dataset>/.
+    _C.DIGITS.REPORT = True
 
 
 def apply_test_mode(cfg):

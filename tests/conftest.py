@@ -103,4 +103,6 @@ def tiny_model_opts(output_dir):
         "0",
         "DIGITS.PRETRAIN.ENABLED",
         "False",  # tests that pre-train say so
+        "DIGITS.REPORT",
+        "False",  # tests of the report say so
     ]

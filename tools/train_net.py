@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """
-Train or evaluate a digit detector, the detectron2 way::
+Train or evaluate a digit detector, the detectron2 way (both end with the evaluation report of the
+model, the best checkpoint after training, in OUTPUT_DIR/report/<dataset>/; DIGITS.REPORT False skips it)::
 
     python tools/train_net.py --config-file configs/digits_cpu.yaml [KEY VALUE ...]
     python tools/train_net.py --eval-only --weights out/model_best.pth   # a bundle: its own config
@@ -19,6 +20,7 @@ from digit_detectron.config import get_model_cfg
 from digit_detectron.data.preflight import preflight
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
+from digit_detectron.evaluation.report import report_datasets
 from digit_detectron.inference.speed import apply_inference_options
 from digit_detectron.utils.cli import add_common_flags, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
@@ -66,10 +68,20 @@ def train(args):
         if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
             by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
             atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), by_dataset, indent=2, default=float)
+            if cfg.DIGITS.REPORT:
+                report_datasets(cfg, os.path.join(cfg.OUTPUT_DIR, "report"))
         return results
     trainer = DigitTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
-    return trainer.train()
+    results = trainer.train()
+    best = os.path.join(cfg.OUTPUT_DIR, "model_best.pth")
+    if comm.is_main_process() and cfg.DIGITS.REPORT and cfg.DATASETS.TEST:
+        report_cfg = cfg.clone()
+        report_cfg.defrost()
+        report_cfg.MODEL.WEIGHTS = best if os.path.isfile(best) else os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+        if os.path.isfile(report_cfg.MODEL.WEIGHTS):
+            report_datasets(report_cfg, os.path.join(cfg.OUTPUT_DIR, "report"))
+    return results
 
 
 def main(argv=None):
