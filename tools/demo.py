@@ -8,7 +8,7 @@
    validation split, whose AP picks the best checkpoint);
 3. evaluate the best checkpoint, a model bundle (its config inside: no --config-file from here on),
    on valid (out-of-style), valid_instyle and test_ood (COCO AP + number accuracy;
-   OUT/eval/eval_results.json);
+   OUT/eval/eval_results.json; the evaluation report of each split, OUT/eval/report/<split>/);
 4. measure the number reader's thresholds on validation (tools/tune_reader.py), which writes them
    into the bundle;
 5. predict the test split into pred.json / pred.csv (tools/predict.py);
@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 
+from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -115,6 +116,7 @@ def main(argv=None):
         ("training curves", os.path.join(train_dir, "plots")),
         ("best checkpoint", weights),
         ("evaluation", os.path.join(eval_dir, "eval_results.json")),
+        ("evaluation reports", os.path.join(eval_dir, "report")),
         ("reader thresholds", thresholds),
         ("pred.json / pred.csv", predictions),
         ("drawn predictions", os.path.join(visualize, "grid.png")),
@@ -124,8 +126,13 @@ def main(argv=None):
         print(f"  {what:24s} {path}")
     with open(os.path.join(eval_dir, "eval_results.json")) as f:
         results = json.load(f)
-    print("Best checkpoint (chosen on digits_valid, out-of-style), the config's reader thresholds:")
+    print("Best checkpoint (chosen on digits_valid, out-of-style), with the reader thresholds its bundle held")
+    print("at evaluation (the config's on a first run; tune_reader writes its own into the bundle afterwards):")
     print(summary_table(results))
+    for name in EVAL_SPLITS:
+        folder = os.path.join(eval_dir, "report", name)
+        if os.path.isfile(os.path.join(folder, "report.json")):
+            print(f"Report {folder}: {headline(load_report(folder))}")
     return results
 
 
