@@ -267,7 +267,9 @@ def benchmark(
         batches = item_batches
     with EventStorage(0), competing_processes(competitors):
         wall, cpu = time_steps(step, batches, warmup)
+    post = _postprocess_times(predictor, dicts, cfg) if task == "predict" and not exported else {}
     return {
+        **post,
         "task": task,
         "dataset": dataset_name,
         "order": order,
@@ -281,6 +283,29 @@ def benchmark(
         "peak_rss_mb": peak_rss_mb(),
         **machine_info(),
     }
+
+
+def _postprocess_times(predictor, dicts, cfg):
+    """
+    Seconds per image of what follows the model in tools/predict.py, timed apart: the number reader
+    and writing pred.json + pred.csv (with the manifest; the reader runs again in it) for the predicted images.
+    """
+    from ..inference.number_reader import NumberReader
+    from ..inference.submission import write_predictions
+
+    files = list(dict.fromkeys(d["file_name"] for d in dicts))
+    run = predictor.predict_files(files, batch_size=16, progress=False)
+    reader = NumberReader.from_config(cfg)
+    start = time.perf_counter()
+    for instances in run.instances.values():
+        reader.read_instances(instances)
+    reader_s = (time.perf_counter() - start) / max(len(run.instances), 1)
+    ids = {path: i for i, path in enumerate(files)}
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        write_predictions(tmp, run, ids, reader, cfg.DIGITS.PRED_JSON_SCORE_THRESH)
+        files_s = (time.perf_counter() - start) / max(len(files), 1)
+    return {"reader_s_per_image": reader_s, "submission_files_s_per_image": files_s}
 
 
 def _model_step(model, is_train):
