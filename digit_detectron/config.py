@@ -68,6 +68,12 @@ def add_digit_config(cfg):
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_STEP = 0.05
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_MAX = 0.5
 
+    # Gaussian soft-NMS in place of the ROI heads' per-class NMS at inference (modeling/soft_nms.py):
+    # an overlapping box of the same class keeps score * exp(-IoU^2 / SIGMA) instead of being removed.
+    _C.MODEL.ROI_HEADS.SOFT_NMS = CN()
+    _C.MODEL.ROI_HEADS.SOFT_NMS.ENABLED = False
+    _C.MODEL.ROI_HEADS.SOFT_NMS.SIGMA = 0.5
+
     # build_torchvision_fpn_backbone: a torchvision classification network (random init unless
     # WEIGHTS names a torchvision state dict file) as the bottom-up backbone, stages res2..res5.
     _C.MODEL.TORCHVISION_BACKBONE = CN()
@@ -277,6 +283,7 @@ def validate_config(cfg):
     choice("DIGITS.INFERENCE.BACKBONE_BF16", ("off", "on", "auto"))
     number("DIGITS.SIZE_GROUPING.ASPECT_STEP", 0, lo_open=True)
     number("DIGITS.INFERENCE.POOLER_SAMPLING_RATIO", 0, integer=True)
+    number("MODEL.ROI_HEADS.SOFT_NMS.SIGMA", 0, lo_open=True)
     return cfg
 
 

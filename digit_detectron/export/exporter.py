@@ -75,6 +75,8 @@ def export_model(predictor, sample_image, fmt, output_dir):
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if predictor.cfg.MODEL.ROI_HEADS.SOFT_NMS.ENABLED:
+        raise ExportError("soft-NMS is a Python loop the graph cannot hold: set MODEL.ROI_HEADS.SOFT_NMS.ENABLED False")
     if getattr(predictor.model.backbone, "runs_bf16", False):
         raise ExportError("export the float32 model: set DIGITS.INFERENCE.BACKBONE_BF16 off")
     os.makedirs(output_dir, exist_ok=True)

@@ -6,6 +6,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, FastRCNNOutputLaye
 from detectron2.utils.events import get_event_storage
 
 from .iou_loss import IOU_LOSS_TYPES, box_iou_loss, iou_loss_lambda
+from .soft_nms import soft_nms_inference_single_image
 
 __all__ = ["DigitFastRCNNOutputLayers", "DigitROIHeads"]
 
@@ -37,6 +38,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
         iou_loss_lambda_start=0.1,
         iou_loss_lambda_step=0.05,
         iou_loss_lambda_max=0.5,
+        soft_nms_sigma=0.0,
         **kwargs,
     ):
         """
@@ -46,6 +48,8 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
             iou_loss_into (str): "cls" or "box_reg", the loss the IoU term is mixed into.
             iou_loss_start_epoch, iou_loss_lambda_start, iou_loss_lambda_step,
             iou_loss_lambda_max: the schedule of :func:`iou_loss_lambda`.
+            soft_nms_sigma (float): > 0: Gaussian soft-NMS with this sigma replaces the per-class
+                hard NMS at inference (``modeling/soft_nms.py``); 0: detectron2's NMS.
         """
         super().__init__(input_shape, **kwargs)
         if iou_loss_type not in IOU_LOSS_TYPES:
@@ -58,6 +62,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
         self.iou_loss_lambda_start = iou_loss_lambda_start
         self.iou_loss_lambda_step = iou_loss_lambda_step
         self.iou_loss_lambda_max = iou_loss_lambda_max
+        self.soft_nms_sigma = float(soft_nms_sigma)
         # 0-indexed training epoch; a plain attribute (not checkpointed): the trainer sets it.
         self.epoch = 0
 
@@ -73,6 +78,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
                 "iou_loss_lambda_start": iou.LAMBDA_START,
                 "iou_loss_lambda_step": iou.LAMBDA_STEP,
                 "iou_loss_lambda_max": iou.LAMBDA_MAX,
+                "soft_nms_sigma": cfg.MODEL.ROI_HEADS.SOFT_NMS.SIGMA if cfg.MODEL.ROI_HEADS.SOFT_NMS.ENABLED else 0.0,
             }
         )
         return ret
@@ -93,6 +99,19 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
             self.iou_loss_lambda_step,
             self.iou_loss_lambda_max,
         )
+
+    def inference(self, predictions, proposals):
+        if self.soft_nms_sigma <= 0:
+            return super().inference(predictions, proposals)
+        boxes = self.predict_boxes(predictions, proposals)
+        scores = self.predict_probs(predictions, proposals)
+        results = [
+            soft_nms_inference_single_image(
+                b, s, p.image_size, self.test_score_thresh, self.soft_nms_sigma, self.test_topk_per_image
+            )
+            for b, s, p in zip(boxes, scores, proposals)
+        ]
+        return [r[0] for r in results], [r[1] for r in results]
 
     def losses(self, predictions, proposals):
         losses = super().losses(predictions, proposals)
