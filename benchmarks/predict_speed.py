@@ -17,11 +17,10 @@ import os
 import subprocess
 import sys
 
+from digit_detectron.analysis.benchmark import child_env, write_table
 from digit_detectron.utils.cli import argument_parser, run_tool
-from digit_detectron.utils.io import atomic_open, atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "DIGITS_THREAD_POLICY")
 
 OLD = ["MODEL.RPN.POST_NMS_TOPK_TEST", "100", "DIGITS.INFERENCE.POOLER_SAMPLING_RATIO", "0"]
 # (name, torch thread defaults?, order, batch, opts) from the old settings to the shipped ones
@@ -43,9 +42,7 @@ LADDER = [
 
 
 def run_cell(args, name, torch_threads, order, batch, opts, exported=None):
-    env = {k: v for k, v in os.environ.items() if k not in _THREAD_ENV}
-    if torch_threads:
-        env["DIGITS_THREAD_POLICY"] = "torch"
+    env = child_env(torch_defaults=torch_threads)
     folder = os.path.join(args.output, name.replace(" ", "_").replace("+", "").replace("=", "").strip("_"))
     cmd = [
         sys.executable,
@@ -105,9 +102,7 @@ def main(argv=None):
         rows.append(run_cell(args, f"exported {os.path.basename(path)}", False, "aspect", 16, [], exported=path))
     text = table(rows)
     print(text)
-    atomic_write_json(os.path.join(args.output, "predict_speed.json"), rows, indent=2)
-    with atomic_open(os.path.join(args.output, "predict_speed.md"), "w") as f:
-        f.write(text + "\n")
+    write_table(args.output, "predict_speed", rows, text)
     return rows
 
 

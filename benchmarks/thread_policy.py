@@ -19,20 +19,11 @@ import os
 import subprocess
 import sys
 
+from digit_detectron.analysis.benchmark import child_env, write_table
 from digit_detectron.utils.cli import argument_parser, run_tool
-from digit_detectron.utils.io import atomic_open, atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 POLICIES = ("torch", "digit_detectron")
-_THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "DIGITS_THREAD_POLICY")
-
-
-def child_env(policy, base=None):
-    """The environment of one cell: no inherited thread settings, DIGITS_THREAD_POLICY=torch for "torch"."""
-    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in _THREAD_ENV}
-    if policy == "torch":
-        env["DIGITS_THREAD_POLICY"] = "torch"
-    return env
 
 
 def run_cell(args, task, policy, competitors, folder):
@@ -59,7 +50,9 @@ def run_cell(args, task, policy, competitors, folder):
     if task == "predict":  # train cells time a random init: the speed does not depend on the weights
         cmd += args.opts
     print(f"[{task} / {policy} / {competitors} competitor(s)]", flush=True)
-    subprocess.run(cmd, check=True, env=child_env(policy), cwd=REPO, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        cmd, check=True, env=child_env(torch_defaults=policy == "torch"), cwd=REPO, stdout=subprocess.DEVNULL
+    )
     with open(os.path.join(folder, f"benchmark_{task}.json")) as f:
         return json.load(f)
 
@@ -108,9 +101,7 @@ def main(argv=None):
                 cells.append({**result, "task": task, "policy": policy, "competitors": competitors})
     text = table(cells)
     print(text)
-    atomic_write_json(os.path.join(args.output, "thread_policy.json"), cells, indent=2)
-    with atomic_open(os.path.join(args.output, "thread_policy.md"), "w") as f:
-        f.write(text + "\n")
+    write_table(args.output, "thread_policy", cells, text)
     return cells
 
 

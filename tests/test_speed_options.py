@@ -10,6 +10,7 @@ benchmark's competitors are always stopped:
   smooth feature maps.
 """
 
+import json
 import os
 
 import cv2
@@ -21,7 +22,7 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
 from digit_detectron import get_digit_cfg, register_digits
-from digit_detectron.analysis.benchmark import competing_processes
+from digit_detectron.analysis.benchmark import child_env, competing_processes, write_table
 from digit_detectron.data.batching import SizeGroupedBatches, build_size_grouped_train_loader, size_group_key
 from digit_detectron.data.mapper import DigitDatasetMapper
 from digit_detectron.inference.predictor import DigitPredictor
@@ -48,6 +49,14 @@ def test_competitors_run_during_the_block_and_are_stopped_also_on_failure():
     with pytest.raises(ValueError, match=">= 0"):
         with competing_processes(-1):
             pass
+
+
+def test_benchmark_children_start_without_inherited_thread_settings(tmp_path):
+    base = {"OMP_WAIT_POLICY": "PASSIVE", "OMP_NUM_THREADS": "3", "GOMP_SPINCOUNT": "1", "PATH": "/bin"}
+    assert child_env(torch_defaults=True, base=base) == {"PATH": "/bin", "DIGITS_THREAD_POLICY": "torch"}
+    assert child_env(base={**base, "DIGITS_THREAD_POLICY": "torch"}) == {"PATH": "/bin"}
+    write_table(str(tmp_path), "t", [{"a": 1}], "| a |")
+    assert (tmp_path / "t.md").read_text() == "| a |\n" and json.loads((tmp_path / "t.json").read_text()) == [{"a": 1}]
 
 
 def test_size_grouped_batches_share_height_and_aspect_bin():

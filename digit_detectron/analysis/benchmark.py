@@ -28,7 +28,7 @@ from ..data import DigitDatasetMapper
 from ..data.batching import SizeGroupedBatches
 from ..data.image_io import ImageReadError, read_image
 from ..inference.predictor import DigitPredictor
-from ..utils.io import atomic_write_json
+from ..utils.io import atomic_open, atomic_write_json
 
 TASKS = ("train", "inference", "predict")
 ORDERS = ("dataset", "aspect")
@@ -76,6 +76,27 @@ def report(result, output=None):
     else:
         lines.append(json.dumps(result))
     return "\n".join(lines)
+
+
+THREAD_ENV = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "DIGITS_THREAD_POLICY")
+
+
+def child_env(torch_defaults=False, base=None):
+    """
+    The environment of a benchmark child process: no inherited thread settings (so that each child's
+    thread policy is its own), and ``DIGITS_THREAD_POLICY=torch`` for torch's defaults.
+    """
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in THREAD_ENV}
+    if torch_defaults:
+        env["DIGITS_THREAD_POLICY"] = "torch"
+    return env
+
+
+def write_table(folder, name, rows, markdown):
+    """``folder/name.json`` (the rows) and ``folder/name.md`` (the markdown table), atomically."""
+    atomic_write_json(os.path.join(folder, f"{name}.json"), rows, indent=2)
+    with atomic_open(os.path.join(folder, f"{name}.md"), "w") as f:
+        f.write(markdown + "\n")
 
 
 def select_images(dataset_dicts, num_images, is_train, order="dataset", dataset_name="dataset"):

@@ -48,6 +48,7 @@ ERROR_KINDS = (
     "wrong digit",
     "wrong order",
 )
+RIGHT_KINDS = ("correct", "leading zero")  # the number (an int) is right
 HEIGHT_BANDS = ((0, 16), (16, 32), (32, 64), (64, 1e5))  # ground-truth box height in the image's pixels
 REC_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _logger = logging.getLogger("digit_detectron")
@@ -289,7 +290,7 @@ def write_report(records, predictions, reader, output_dir, gallery_size=8, title
     report = {
         "title": title,
         "images": n,
-        "accuracy": (counts["correct"] + counts["leading zero"]) / n,
+        "accuracy": sum(counts[k] for k in RIGHT_KINDS) / n,
         "error_kinds": kinds,
         "ap_per_class": tables["per_class"],
         "ap_by_height": tables["by_height"],
@@ -322,9 +323,7 @@ def write_report(records, predictions, reader, output_dir, gallery_size=8, title
 
 def headline(report):
     """One line: accuracy and the error kinds with counts, e.g. for make demo's summary."""
-    errors = [
-        (k, v["count"]) for k, v in report["error_kinds"].items() if k not in ("correct", "leading zero") and v["count"]
-    ]
+    errors = [(k, v["count"]) for k, v in report["error_kinds"].items() if k not in RIGHT_KINDS and v["count"]]
     text = ", ".join(f"{k} {c}" for k, c in sorted(errors, key=lambda x: -x[1])) or "none"
     return f"{report['images']} images, {report['accuracy']:.2%} read right; errors: {text}"
 
@@ -406,7 +405,7 @@ def _plot_kinds(kinds, path, title):
     bars = ax.barh(
         names[::-1],
         counts[::-1],
-        color=["#4c9f50" if k in ("correct", "leading zero") else "#c44e52" for k in names[::-1]],
+        color=["#4c9f50" if k in RIGHT_KINDS else "#c44e52" for k in names[::-1]],
     )
     for bar, k in zip(bars, names[::-1]):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, f" {kinds[k]['count']} ({kinds[k]['share']:.1%})",
