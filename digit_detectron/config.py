@@ -106,6 +106,16 @@ def add_digit_config(cfg):
     # > 0: the ROI poolers' sampling ratio at inference (points per bin side; training keeps
     # MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO); 0: as trained.
     _C.DIGITS.INFERENCE.POOLER_SAMPLING_RATIO = 0
+    # Test-time augmentation / checkpoint ensemble (inference/tta.py), off by default: run the model at
+    # every short side of SCALES (empty: INPUT.MIN_SIZE_TEST only; no flips), and every checkpoint of
+    # ENSEMBLE_WEIGHTS beside MODEL.WEIGHTS, then merge per class by MERGE ("wbf": weighted box
+    # fusion, "nms") at IoU IOU.
+    _C.DIGITS.TTA = CN()
+    _C.DIGITS.TTA.ENABLED = False
+    _C.DIGITS.TTA.SCALES = []
+    _C.DIGITS.TTA.MERGE = "wbf"
+    _C.DIGITS.TTA.IOU = 0.55
+    _C.DIGITS.TTA.ENSEMBLE_WEIGHTS = []
     # Thresholds of the reference design's test mode, applied by `apply_test_mode` (e.g. `--test-mode` of
     # tools/predict.py); validation uses MODEL.ROI_HEADS.SCORE_THRESH_TEST / NMS_THRESH_TEST.
     _C.DIGITS.TEST_MODE = CN()
@@ -284,6 +294,9 @@ def validate_config(cfg):
     number("DIGITS.SIZE_GROUPING.ASPECT_STEP", 0, lo_open=True)
     number("DIGITS.INFERENCE.POOLER_SAMPLING_RATIO", 0, integer=True)
     number("MODEL.ROI_HEADS.SOFT_NMS.SIGMA", 0, lo_open=True)
+    number("DIGITS.TTA.IOU", 0, 1)
+    number("DIGITS.TTA.SCALES", 1, integer=True)
+    choice("DIGITS.TTA.MERGE", ("wbf", "nms"))
     return cfg
 
 

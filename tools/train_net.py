@@ -22,6 +22,7 @@ from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
 from digit_detectron.evaluation.report import report_datasets
 from digit_detectron.inference.speed import apply_inference_options
+from digit_detectron.inference.tta import wrap_for_tta
 from digit_detectron.utils.cli import add_common_flags, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
 from digit_detectron.utils.lock import OutputLock
@@ -63,7 +64,8 @@ def train(args):
         model = DigitTrainer.build_model(cfg)
         # Strict: an evaluation of re-initialised heads would be a silent wrong result.
         DigitTrainer.build_checkpointer(cfg, model, strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        apply_inference_options(model.eval(), cfg)  # what DigitPredictor runs (DIGITS.INFERENCE)
+        apply_inference_options(model.eval(), cfg)  # what DigitPredictor runs (DIGITS.INFERENCE, DIGITS.TTA)
+        model = wrap_for_tta(model, cfg)
         results = DigitTrainer.test(cfg, model)
         if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
             by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}

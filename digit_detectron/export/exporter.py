@@ -75,6 +75,8 @@ def export_model(predictor, sample_image, fmt, output_dir):
     """
     if fmt not in EXPORT_FORMATS:
         raise ExportError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    if predictor.cfg.DIGITS.TTA.ENABLED:
+        raise ExportError("export one model at one scale: set DIGITS.TTA.ENABLED False")
     if predictor.cfg.MODEL.ROI_HEADS.SOFT_NMS.ENABLED:
         raise ExportError("soft-NMS is a Python loop the graph cannot hold: set MODEL.ROI_HEADS.SOFT_NMS.ENABLED False")
     if getattr(predictor.model.backbone, "runs_bf16", False):

@@ -17,6 +17,7 @@ from ..data.datasets import IMAGE_EXTENSIONS
 from ..data.image_io import ImageReadError, read_image
 from ..data.transforms import build_digit_augmentation
 from .speed import apply_inference_options
+from .tta import wrap_for_tta
 
 
 def inference_score_thresh(cfg):
@@ -61,6 +62,7 @@ class DigitPredictor:
         self.model.eval()
         DigitCheckpointer(self.model, strict=True).load(weights)  # never predict with re-initialised heads
         self.options = apply_inference_options(self.model, self.cfg)
+        self.model = wrap_for_tta(self.model, self.cfg)  # DIGITS.TTA (off by default)
         self.augmentations = T.AugmentationList(build_digit_augmentation(self.cfg, is_train=False))
         self.input_format = self.cfg.INPUT.FORMAT
 
