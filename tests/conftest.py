@@ -84,6 +84,20 @@ def digit_root(tmp_path):
     return write_digit_dataset(tmp_path / "digits")
 
 
+def save_random_checkpoint(output_dir, config, seed=0):
+    """A randomly initialised tiny digits model of ``config`` saved as OUTPUT/random_init.pth; returns the path."""
+    import torch
+    from detectron2.checkpoint import DetectionCheckpointer
+    from detectron2.modeling import build_model
+
+    from digit_detectron import get_digit_cfg
+
+    torch.manual_seed(seed)
+    model = build_model(get_digit_cfg(config, tiny_model_opts(output_dir)))
+    DetectionCheckpointer(model, str(output_dir)).save("random_init")
+    return str(output_dir / "random_init.pth")
+
+
 def tiny_model_opts(output_dir):
     """Opts that make configs/digits_cpu.yaml fast enough for tests."""
     return [

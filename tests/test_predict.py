@@ -10,15 +10,12 @@ import sys
 import cv2
 import numpy as np
 import pytest
-import torch
-from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import DatasetError
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
 
-from conftest import REPO_ROOT, draw_digits, tiny_model_opts
+from conftest import REPO_ROOT, draw_digits, save_random_checkpoint, tiny_model_opts
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 PREDICT = os.path.join(REPO_ROOT, "tools", "predict.py")
@@ -35,11 +32,7 @@ def load_tool():
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    model = build_model(get_digit_cfg(CONFIG, tiny_model_opts(out)))
-    DetectionCheckpointer(model, str(out)).save("random_init")
-    return str(out / "random_init.pth")
+    return save_random_checkpoint(tmp_path_factory.mktemp("model"), CONFIG)
 
 
 def model_opts(checkpoint, output_dir):

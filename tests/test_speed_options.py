@@ -17,7 +17,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
@@ -33,7 +32,7 @@ from digit_detectron.inference.speed import (
     use_backbone_bf16,
 )
 
-from conftest import REPO_ROOT, draw_digits, tiny_model_opts, write_digit_dataset
+from conftest import REPO_ROOT, draw_digits, save_random_checkpoint, tiny_model_opts, write_digit_dataset
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 
@@ -90,12 +89,8 @@ def test_trainer_loader_groups_real_images(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def trained_like_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("speed_model")
-    torch.manual_seed(0)
-    model = build_model(get_digit_cfg(CONFIG, tiny_model_opts(out)))
-    DetectionCheckpointer(model, str(out)).save("random_init")
-    return str(out / "random_init.pth")
+def random_checkpoint(tmp_path_factory):
+    return save_random_checkpoint(tmp_path_factory.mktemp("speed_model"), CONFIG)
 
 
 def _images(folder, count=10, same_size=False):
@@ -122,13 +117,13 @@ def _predictor(checkpoint, out, *opts):
     return DigitPredictor(cfg)
 
 
-def test_aspect_order_keeps_each_files_instances(trained_like_checkpoint, tmp_path):
+def test_aspect_order_keeps_each_files_instances(random_checkpoint, tmp_path):
     """
     Equal-size images (the same padding in any batch): reordering and re-batching give each file the
     same instances. Mixed sizes: each file's boxes stay inside its own image. (How much the padding of
     a batch moves a trained model's boxes is measured, as AP, in benchmarks/speed.md.)
     """
-    predictor = _predictor(trained_like_checkpoint, tmp_path, "DIGITS.INFERENCE.BACKBONE_BF16", "off")
+    predictor = _predictor(random_checkpoint, tmp_path, "DIGITS.INFERENCE.BACKBONE_BF16", "off")
     (tmp_path / "same").mkdir()
     files = _images(str(tmp_path / "same"), count=8, same_size=True)
     forward = predictor.predict_files(files, batch_size=4, progress=False).instances
