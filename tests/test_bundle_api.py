@@ -181,6 +181,7 @@ def test_api_reads_paths_arrays_pil_and_batches(trained, tmp_path):
     (tmp_path / "folder" / "broken.png").write_bytes(b"")
     folder = reader.read_folder(tmp_path / "folder", progress=False)
     assert folder[str(tmp_path / "folder" / "a.png")].number == by_path.number
+    assert folder[str(tmp_path / "folder" / "a.png")].plot().shape == drawn.shape  # decoded when drawn
     assert folder[str(tmp_path / "folder" / "broken.png")].error
     with pytest.raises(ValueError, match="channels"):
         reader(bgr, channels="BRG")

@@ -14,7 +14,10 @@ from ..inference.number_reader import NumberReader, digits_to_number, reading_or
 
 
 def record_ground_truth(record):
-    """``{"boxes" (XYXY numpy), "classes" (0..9), "number"}`` of a labelled dataset dict, else None."""
+    """
+    ``{"boxes" (XYXY numpy), "classes" (0..9), "digits" (the classes in reading order), "number"}`` of a
+    labelled dataset dict, else None.
+    """
     if "annotations" not in record:
         return None
     annos = record["annotations"]
@@ -22,8 +25,8 @@ def record_ground_truth(record):
         [BoxMode.convert(a["bbox"], a["bbox_mode"], BoxMode.XYXY_ABS) for a in annos], dtype=float
     ).reshape(-1, 4)
     classes = np.asarray([a["category_id"] for a in annos], dtype=int)
-    number = digits_to_number(classes[reading_order(boxes).numpy()])
-    return {"boxes": boxes, "classes": classes, "number": number}
+    digits = classes[reading_order(boxes).numpy()]
+    return {"boxes": boxes, "classes": classes, "digits": digits, "number": digits_to_number(digits)}
 
 
 def ground_truth_numbers(dataset_name):

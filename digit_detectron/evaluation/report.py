@@ -238,7 +238,7 @@ def evaluate_readings(records, predictions, reader):
         boxes, scores, classes = (np.asarray(x) for x in predictions[record["file_name"]])
         chosen = reader.select(boxes, scores, classes).numpy() if len(boxes) else np.zeros(0, int)
         read_digits = "".join(str(int(c)) for c in classes[chosen])
-        true_digits = "".join(str(int(c)) for c in _reading_order_classes(truth))
+        true_digits = "".join(str(int(c)) for c in truth["digits"])
         rows.append(
             {
                 "image_id": record.get("image_id", index),
@@ -255,14 +255,6 @@ def evaluate_readings(records, predictions, reader):
             }
         )
     return rows
-
-
-def _reading_order_classes(truth):
-    from ..inference.number_reader import reading_order
-
-    if not len(truth["boxes"]):
-        return []
-    return np.asarray(truth["classes"])[reading_order(truth["boxes"]).numpy()]
 
 
 def write_report(records, predictions, reader, output_dir, gallery_size=8, title=""):

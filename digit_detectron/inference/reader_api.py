@@ -56,6 +56,8 @@ class ReadResult:
         """The image (RGB uint8) with the digits read boxed and the number as its caption."""
         from ..analysis.drawing import draw_panel
 
+        if self.image_rgb is None and self.source is not None and self.error is None:
+            self.image_rgb = read_image(self.source, "RGB")  # read_folder keeps no pixels: decoded on demand
         if self.image_rgb is None:
             raise ValueError(f"{self.source}: no image to draw ({self.error})")
         boxes = [d.box for d in self.digits]
@@ -185,11 +187,11 @@ class DigitReader:
         order = self.number_reader.select(boxes, scores, classes)
         digits = [_digit(boxes[i], scores[i], classes[i]) for i in order.tolist()]
         detections = [_digit(b, s, c) for b, s, c in zip(boxes, scores, classes)]
-        if image is None and source is not None:
-            image = read_image(source, self.input_format)
-        rgb = image if self.input_format == "RGB" else image[:, :, ::-1]
+        rgb = None  # read_folder's results: plot() decodes the file when asked
+        if image is not None:
+            rgb = np.ascontiguousarray(image if self.input_format == "RGB" else image[:, :, ::-1])
         number = digits_to_number([d.digit for d in digits])
-        return ReadResult(number, digits, source, np.ascontiguousarray(rgb), detections)
+        return ReadResult(number, digits, source, rgb, detections)
 
 
 def _digit(box, score, cls):
