@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_detectron.analysis.experiments import load_experiments, summarize_runs
+from digit_detectron.analysis.experiments import (
+    compare_to_baseline,
+    load_experiments,
+    seed_statistics,
+    summarize_runs,
+    summarize_seeds,
+)
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 
@@ -181,3 +187,83 @@ def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
         if line.startswith("| ")
     }
     assert rows["none"].split("|")[2].strip() == "20.00" and rows["diou"].split("|")[2].strip() == "22.00"
+
+
+def _eval_results(ap, accuracy):
+    entry = {"bbox": {"AP": ap, "AP50": ap + 30, "AP75": float("nan")}, "number": {"accuracy": accuracy}}
+    return {"digits_valid": entry, "digits_valid_instyle": {"bbox": {"AP": ap + 10}, "number": {}}}
+
+
+def test_seed_statistics_and_differences_on_known_values(tmp_path):
+    results = {
+        "none_seed0": _eval_results(50.0, 70.0),
+        "none_seed1": _eval_results(52.0, 72.0),
+        "none_seed2": _eval_results(54.0, 74.0),
+        "diou_seed0": _eval_results(60.0, 70.5),
+        "diou_seed1": _eval_results(61.0, 73.5),
+        "diou_seed2": _eval_results(62.0, 72.0),
+    }
+    groups = {t: [f"{t}_seed{s}" for s in range(3)] for t in ("none", "diou")}
+    datasets = ["digits_valid", "digits_valid_instyle"]
+    stats = seed_statistics(groups, results, datasets)
+    ap = stats["none"]["digits_valid"]["AP"]
+    assert ap["values"] == [50.0, 52.0, 54.0] and ap["mean"] == pytest.approx(52.0) and ap["sd"] == pytest.approx(2.0)
+    assert (ap["min"], ap["max"]) == (50.0, 54.0)
+    assert stats["none"]["digits_valid"]["AP75"]["mean"] is None  # nan is not a value
+    assert stats["none"]["digits_valid_instyle"]["accuracy"]["values"] == []  # missing is not a value
+
+    diffs = compare_to_baseline(stats, "none")
+    d = diffs["diou"]["digits_valid"]["AP"]  # +9 with se sqrt(4/3 + 1/3) = 1.29: clear
+    assert d["diff"] == pytest.approx(9.0) and d["se"] == pytest.approx((5 / 3) ** 0.5) and d["clear"]
+    acc = diffs["diou"]["digits_valid"]["accuracy"]  # +0, se sqrt(4/3 + 2.25/3): within the spread
+    assert acc["diff"] == pytest.approx(0.0) and not acc["clear"]
+
+    md, js, png = summarize_seeds(groups, results, datasets, tmp_path / "out", labels={"digits_valid": "out-of-style"})
+    text = open(md).read()
+    assert "## digits_valid (out-of-style)" in text and "## digits_valid_instyle" in text
+    assert "| none | 52.00 +- 2.00 [50.0..54.0] |" in text
+    assert "| diou - none | **+9.00 +- 1.29** |" in text and "| - | +0.00 +- 1.44 |" in text  # accuracy: not bold
+    saved = json.load(open(js))
+    assert saved["baseline"] == "none" and saved["stats"]["diou"]["digits_valid"]["AP"]["mean"] == pytest.approx(61.0)
+    assert Image.open(png).size[0] > 600
+
+
+def test_ablate_loss_over_seeds_reuses_runs_and_evaluations(tmp_path):
+    """Finished runs and written evaluations are reused (nothing trains); the seed table comes from them."""
+    out = tmp_path / "ablation"
+    for loss_type, base in (("none", 50.0), ("ciou", 56.0)):
+        for seed in (3, 4):
+            run = out / f"{loss_type}_seed{seed}"
+            (run / "eval").mkdir(parents=True)
+            (run / "model_final.pth").write_bytes(b"")
+            _write_metrics(run / "metrics.json", [base])
+            with open(run / "eval" / "eval_results.json", "w") as f:
+                json.dump(_eval_results(base + seed, 80.0), f)
+    cmd = [
+        sys.executable,
+        os.path.join(REPO_ROOT, "tools", "ablate_loss.py"),
+        "--config-file",
+        CONFIG,
+        "--output",
+        str(out),
+        "--types",
+        "none",
+        "ciou",
+        "--seeds",
+        "3",
+        "4",
+        "--eval-datasets",
+        "digits_valid",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("finished earlier") == 4 and "evaluating" not in proc.stderr
+    text = open(out / "seeds.md").read()
+    assert "| none | 53.50 +- 0.71 [53.0..54.0] |" in text and "| ciou - none | **+6.00 +- 0.71** |" in text
+
+    # a run without its evaluation of a requested split is named
+    os.remove(out / "ciou_seed4" / "eval" / "eval_results.json")
+    with open(out / "ciou_seed4" / "eval" / "eval_results.json", "w") as f:
+        json.dump({"digits_test_ood": {}}, f)
+    bad = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert bad.returncode != 0 and "ciou_seed4" in bad.stderr and "no results for digits_valid" in bad.stderr

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 from detectron2.data.datasets import load_coco_json
 
-from digit_detectron.data.datasets import DatasetError, load_digits_json, load_digits_test
+from digit_detectron.data.datasets import (
+    DatasetError,
+    dataset_style,
+    load_digits_json,
+    load_digits_test,
+    register_digits,
+)
 from digit_detectron.data.image_io import read_image
 from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dataset
 from digit_detectron.data.synthetic.glyphs import GlyphBank
@@ -206,6 +212,11 @@ def test_style_split_is_disjoint_and_recorded_in_the_json(tmp_path):
         assert summary["splits"][split]["style"] == style.name
         records = load_digits_json(os.path.join(root, split + ".json"), os.path.join(root, split))
         assert len(records) == (3 if split == "train" else 2)
+    # and read back per registered dataset, for the tables that name a split's style
+    register_digits(root, prefix="styled")
+    assert dataset_style("styled_valid") == dataset_style("styled_test_ood") == "out-of-style"
+    assert dataset_style("styled_train") == dataset_style("styled_valid_instyle") == "in-style"
+    assert dataset_style("styled_test") is None and dataset_style("no_such_dataset") is None
 
 
 @pytest.mark.skipif(GEOMETRY == PARAMETRIC, reason="needs ../shared/svhn_geometry/train.json")

@@ -1,5 +1,6 @@
 """Compare training runs that differ in one setting (e.g. the IoU loss type): a table and a figure."""
 
+import json
 import logging
 import math
 import os
@@ -182,3 +183,160 @@ def train_and_summarize(runs, output_dir, train_net, title):
     with open(md) as f:
         table = f.read()
     return md, png, f"{table}\nTable: {md}\nFigure: {png}"
+
+
+# Metrics of the seed summary: (key in an eval_results.json dataset entry, column name).
+SEED_METRICS = (("bbox/AP", "AP"), ("bbox/AP50", "AP50"), ("bbox/AP75", "AP75"), ("number/accuracy", "accuracy"))
+
+
+def evaluate_runs(weights, datasets, train_net):
+    """
+    Evaluate each run's final model ({name: weights path}) on ``datasets`` with ``train_net --eval-only``
+    into ``<run>/eval``; a run whose ``eval_results.json`` exists is not evaluated again. Returns
+    {name: {dataset: {"bbox": {...}, "number": {...}}}}.
+    """
+    results = {}
+    for i, (name, path) in enumerate(weights.items(), 1):
+        out = os.path.join(os.path.dirname(path), "eval")
+        json_path = os.path.join(out, "eval_results.json")
+        if not os.path.isfile(json_path):
+            cmd = [sys.executable, train_net, "--eval-only", "--weights", path, "DATASETS.TEST", repr(tuple(datasets))]
+            cmd += ["DIGITS.REPORT", "False", "OUTPUT_DIR", out]
+            logger.info(f"[{i}/{len(weights)} {name}] evaluating on {', '.join(datasets)}")
+            subprocess.run(cmd, check=True)
+        with open(json_path) as f:
+            results[name] = json.load(f)
+        missing = sorted(set(datasets) - set(results[name]))
+        if missing:
+            raise ValueError(f"{json_path}: no results for {', '.join(missing)} (delete it to evaluate again)")
+    return results
+
+
+def _lookup(entry, key):
+    value = entry
+    for part in key.split("/"):
+        value = value.get(part) if isinstance(value, dict) else None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def seed_statistics(groups, results, datasets):
+    """
+    ``groups``: {setting: [run name per seed]}, ``results``: {run: {dataset: eval results}}. Returns
+    {setting: {dataset: {column: {"values", "mean", "sd", "min", "max"}}}}; ``sd`` is the sample standard
+    deviation (n - 1), None with one seed.
+    """
+    stats = {}
+    for setting, names in groups.items():
+        for dataset in datasets:
+            for key, column in SEED_METRICS:
+                values = [v for v in (_lookup(results[n].get(dataset, {}), key) for n in names) if v is not None]
+                entry = {"values": values, "mean": None, "sd": None, "min": None, "max": None}
+                if values:
+                    arr = np.asarray(values)
+                    entry.update(mean=float(arr.mean()), min=float(arr.min()), max=float(arr.max()))
+                    entry["sd"] = float(arr.std(ddof=1)) if len(arr) > 1 else None
+                stats.setdefault(setting, {}).setdefault(dataset, {})[column] = entry
+    return stats
+
+
+def compare_to_baseline(stats, baseline):
+    """
+    Per setting, dataset and column: the difference of means against ``baseline`` and its standard
+    error sqrt(sd_a^2 / n_a + sd_b^2 / n_b) (None without two seeds on both sides). A difference is
+    called clear when it is more than twice its standard error (Welch's t > 2: with 3 seeds a side, a
+    rough two-sided 10% level); smaller ones are within the seeds' spread.
+    """
+    out = {}
+    for setting, by_dataset in stats.items():
+        if setting == baseline:
+            continue
+        for dataset, by_column in by_dataset.items():
+            for column, entry in by_column.items():
+                base = stats[baseline][dataset][column]
+                if entry["mean"] is None or base["mean"] is None:
+                    continue
+                diff = entry["mean"] - base["mean"]
+                se = None
+                if entry["sd"] is not None and base["sd"] is not None:
+                    se = math.sqrt(entry["sd"] ** 2 / len(entry["values"]) + base["sd"] ** 2 / len(base["values"]))
+                clear = se is not None and se > 0 and abs(diff) > 2 * se
+                out.setdefault(setting, {}).setdefault(dataset, {})[column] = {"diff": diff, "se": se, "clear": clear}
+    return out
+
+
+def summarize_seeds(groups, results, datasets, out_dir, title="Seed ablation", labels=None):
+    """
+    Mean and spread over seeds of each setting ({setting: [run names]}) on each dataset: writes
+    ``seeds.md`` (mean +- sd [min..max], the difference from the first setting with its standard error),
+    ``seeds.json`` (every value) and ``seeds.png`` (each seed a dot, the mean a bar; a panel per
+    metric and dataset). ``labels``: {dataset: what the split is, e.g. "out-of-style"}. Returns the paths.
+    """
+    labels = labels or {}
+    stats = seed_statistics(groups, results, datasets)
+    baseline = next(iter(groups))
+    diffs = compare_to_baseline(stats, baseline)
+    columns = [c for _, c in SEED_METRICS]
+    lines = [
+        f"# {title}\n",
+        f"Mean +- sample sd [min..max] over seeds ({', '.join(f'{s}: {len(n)}' for s, n in groups.items())}), "
+        "COCO metrics and number accuracy in percent. Below each setting: its difference from "
+        f"`{baseline}` +- the standard error of that difference; **bold** where it exceeds twice its "
+        "standard error (clear), otherwise it is within the seeds' spread.\n",
+    ]
+    for dataset in datasets:
+        name = f"{dataset} ({labels[dataset]})" if dataset in labels else dataset
+        lines += [f"## {name}\n", "| setting | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        for setting in groups:
+            cells = []
+            for column in columns:
+                e = stats[setting][dataset][column]
+                if e["mean"] is None:
+                    cells.append("-")
+                    continue
+                sd = f" +- {e['sd']:.2f}" if e["sd"] is not None else ""
+                cells.append(f"{e['mean']:.2f}{sd} [{e['min']:.1f}..{e['max']:.1f}]")
+            lines.append(f"| {setting} | " + " | ".join(cells) + " |")
+            if setting in diffs and dataset in diffs[setting]:
+                cells = []
+                for column in columns:
+                    d = diffs[setting][dataset].get(column)
+                    if d is None:
+                        cells.append("-")
+                        continue
+                    text = f"{d['diff']:+.2f}" + (f" +- {d['se']:.2f}" if d["se"] is not None else "")
+                    cells.append(f"**{text}**" if d["clear"] else text)
+                lines.append(f"| {setting} - {baseline} | " + " | ".join(cells) + " |")
+        lines.append("")
+    os.makedirs(out_dir, exist_ok=True)
+    md_path = os.path.join(out_dir, "seeds.md")
+    with atomic_open(md_path) as f:
+        f.write("\n".join(lines))
+    json_path = os.path.join(out_dir, "seeds.json")
+    with atomic_open(json_path) as f:
+        json.dump({"groups": groups, "baseline": baseline, "stats": stats, "differences": diffs}, f, indent=2)
+
+    colours = matplotlib.colormaps["tab10"].colors
+    fig = Figure(figsize=(3.2 * len(columns), 2.8 * len(datasets)), dpi=100)
+    axes = np.asarray(fig.subplots(len(datasets), len(columns), squeeze=False))
+    for r, dataset in enumerate(datasets):
+        for c, column in enumerate(columns):
+            ax = axes[r, c]
+            for i, setting in enumerate(groups):
+                e = stats[setting][dataset][column]
+                if e["mean"] is None:
+                    continue
+                ax.bar(i, e["mean"], color=colours[i % len(colours)], alpha=0.35, width=0.6)
+                ax.scatter([i] * len(e["values"]), e["values"], color=colours[i % len(colours)], s=18, zorder=3)
+            ax.set_xticks(range(len(groups)), list(groups), fontsize="small")
+            low = [v for s in groups for v in stats[s][dataset][column]["values"]]
+            if low:
+                span = max(low) - min(low)
+                ax.set_ylim(min(low) - max(span, 1.0), max(low) + max(span, 1.0) * 0.5)
+            ax.set_title(f"{column}: {labels.get(dataset, dataset)}", fontsize="medium")
+            ax.grid(alpha=0.3, axis="y")
+    fig.suptitle(title)
+    fig.tight_layout()
+    png_path = os.path.join(out_dir, "seeds.png")
+    with atomic_open(png_path, "wb") as f:
+        fig.savefig(f, format="png")
+    return md_path, json_path, png_path

@@ -199,3 +199,24 @@ def get_dataset_dicts(name):
         digit_names = ", ".join(n for n in DatasetCatalog.list() if n.startswith("digits"))
         raise DatasetError(f"dataset '{name}' is not registered (digit datasets: {digit_names})")
     return DatasetCatalog.get(name)
+
+
+def dataset_style(name):
+    """
+    The style name ("in-style" / "out-of-style") that the synthetic generator recorded in a registered
+    split's json ``info``, or None (another dataset, no json, no style recorded).
+    """
+    if name not in MetadataCatalog.list():
+        return None
+    meta = MetadataCatalog.get(name)
+    root, split = meta.get("dataset_root"), meta.get("split")
+    if root is None or split is None:
+        return None
+    _, json_file = split_paths(root, split)
+    if not json_file or not os.path.isfile(json_file):
+        return None
+    try:
+        style = read_json(json_file).get("info", {}).get("style")
+    except (DatasetError, AttributeError):
+        return None
+    return style.get("name") if isinstance(style, dict) else None
