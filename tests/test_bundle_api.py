@@ -103,6 +103,16 @@ def test_training_writes_bundles_that_carry_the_config(trained):
     assert over.DIGITS.READER.NMS_THRESH == 0.45
 
 
+def test_bundle_config_reads_without_loading_the_weights_and_from_legacy_files(trained, tmp_path):
+    """The config is read through a memory map (the weights stay on disk); a pre-zip torch file reads in full."""
+    data = torch.load(trained["bundle"], map_location="cpu", weights_only=False)
+    legacy = tmp_path / "legacy.pth"
+    torch.save(data, legacy, _use_new_zipfile_serialization=False)
+    assert read_bundle_config(str(legacy)) == read_bundle_config(trained["bundle"]) == data[BUNDLE_KEY]["config"]
+    with pytest.raises(RuntimeError, match="mmap"):  # what the fallback is for
+        torch.load(legacy, map_location="cpu", weights_only=False, mmap=True)
+
+
 def test_bundle_predicts_what_config_plus_weights_predicts(cli, trained, tmp_path):
     images = os.path.join(trained["root"], "test")
     cli("predict", "--weights", trained["bundle"], "--input", images, "--output", tmp_path / "bundle")

@@ -40,15 +40,24 @@ def bundle_entry(cfg):
     return {"format": BUNDLE_FORMAT, "config": cfg.dump()}
 
 
-def _load(path):
+def _load(path, mmap=False):
+    """The checkpoint dict; ``mmap``: map the tensors instead of reading them (cheap when only the
+    config is wanted; a file saved without the zip format is read in full)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: model file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # pickle, zip and torch errors alike: the file is not a torch checkpoint
-        raise BundleError(
-            f"{path}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-        ) from None
+    data = None
+    if mmap:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        except Exception:  # a legacy (non-zip) file, or not a checkpoint: the full read below says which
+            data = None
+    if data is None:
+        try:
+            data = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:  # pickle, zip and torch errors alike: the file is not a torch checkpoint
+            raise BundleError(
+                f"{path}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
+            ) from None
     if not isinstance(data, dict) or not isinstance(data.get("model", data), dict):
         raise BundleError(f"{path}: not a model checkpoint (expected a dict with a 'model' state dict)")
     return data
@@ -62,7 +71,7 @@ def read_bundle_config(path):
     """
     if path.endswith(".pkl") or "://" in path:
         return None
-    entry = _load(path).get(BUNDLE_KEY)
+    entry = _load(path, mmap=True).get(BUNDLE_KEY)  # the config only: the weights stay on disk
     if entry is None:
         return None
     if not isinstance(entry, dict) or entry.get("format") != BUNDLE_FORMAT or not isinstance(entry.get("config"), str):
