@@ -332,7 +332,8 @@ def summarize_seeds(groups, results, datasets, out_dir, title="Seed ablation", l
             if low:
                 span = max(low) - min(low)
                 ax.set_ylim(min(low) - max(span, 1.0), max(low) + max(span, 1.0) * 0.5)
-            ax.set_title(f"{column}: {labels.get(dataset, dataset)}", fontsize="medium")
+            style = f" ({labels[dataset]})" if dataset in labels else ""
+            ax.set_title(f"{column}: {dataset}{style}", fontsize="small")
             ax.grid(alpha=0.3, axis="y")
     fig.suptitle(title)
     fig.tight_layout()
