@@ -217,6 +217,8 @@ def test_style_split_is_disjoint_and_recorded_in_the_json(tmp_path):
     assert dataset_style("styled_valid") == dataset_style("styled_test_ood") == "out-of-style"
     assert dataset_style("styled_train") == dataset_style("styled_valid_instyle") == "in-style"
     assert dataset_style("styled_test") is None and dataset_style("no_such_dataset") is None
+    register_digits(str(tmp_path / "nothing_here"), prefix="absent")
+    assert dataset_style("absent_valid") is None  # registered, not on disk: no style, no error
 
 
 @pytest.mark.skipif(GEOMETRY == PARAMETRIC, reason="needs ../shared/svhn_geometry/train.json")

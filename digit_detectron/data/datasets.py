@@ -212,11 +212,9 @@ def dataset_style(name):
     root, split = meta.get("dataset_root"), meta.get("split")
     if root is None or split is None:
         return None
-    _, json_file = split_paths(root, split)
-    if not json_file or not os.path.isfile(json_file):
-        return None
-    try:
-        style = read_json(json_file).get("info", {}).get("style")
+    try:  # a split not on disk (yet), or an unreadable json: no style to name
+        _, json_file = split_paths(root, split)
+        style = read_json(json_file).get("info", {}).get("style") if json_file else None
     except (DatasetError, AttributeError):
         return None
     return style.get("name") if isinstance(style, dict) else None
