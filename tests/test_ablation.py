@@ -156,6 +156,11 @@ def test_run_experiments_trains_tabulates_and_keeps_finished_runs(tmp_path):
     assert unknown.returncode != 0 and "no run named lamb" in unknown.stderr
 
 
+def _ablate_loss_cmd(out, *args):
+    return [sys.executable, os.path.join(REPO_ROOT, "tools", "ablate_loss.py"), "--config-file", CONFIG,
+            "--output", str(out), *args]  # fmt: skip
+
+
 def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
     out = tmp_path / "ablation"
     for loss_type, aps in (("none", [10.0, 20.0]), ("diou", [11.0, 22.0])):
@@ -163,21 +168,7 @@ def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
         (out / loss_type / "model_final.pth").write_bytes(b"")  # finished: not trained again
         _write_metrics(out / loss_type / "metrics.json", aps)
     proc = subprocess.run(
-        [
-            sys.executable,
-            os.path.join(REPO_ROOT, "tools", "ablate_loss.py"),
-            "--config-file",
-            CONFIG,
-            "--output",
-            str(out),
-            "--types",
-            "none",
-            "diou",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=300,
+        _ablate_loss_cmd(out, "--types", "none", "diou"), capture_output=True, text=True, cwd=REPO_ROOT, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("finished earlier") == 2
@@ -239,22 +230,7 @@ def test_ablate_loss_over_seeds_reuses_runs_and_evaluations(tmp_path):
             _write_metrics(run / "metrics.json", [base])
             with open(run / "eval" / "eval_results.json", "w") as f:
                 json.dump(_eval_results(base + seed, 80.0), f)
-    cmd = [
-        sys.executable,
-        os.path.join(REPO_ROOT, "tools", "ablate_loss.py"),
-        "--config-file",
-        CONFIG,
-        "--output",
-        str(out),
-        "--types",
-        "none",
-        "ciou",
-        "--seeds",
-        "3",
-        "4",
-        "--eval-datasets",
-        "digits_valid",
-    ]
+    cmd = _ablate_loss_cmd(out, "--types", "none", "ciou", "--seeds", "3", "4", "--eval-datasets", "digits_valid")
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("finished earlier") == 4 and "evaluating" not in proc.stderr

@@ -36,7 +36,7 @@ def get_parser():
         "--eval-datasets",
         nargs="+",
         default=None,
-        help="evaluate each run's model_final.pth on these datasets and summarize over seeds",
+        help="evaluate each run's model_final.pth on these datasets (default: DATASETS.TEST) and summarize over seeds",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs for every run")
     return parser
@@ -68,37 +68,19 @@ def main(argv=None):
         return md, png
 
     datasets = args.eval_datasets
-    if datasets:
-        weights = {name: os.path.join(args.output, name, "model_final.pth") for name in runs}
-        results = evaluate_runs(weights, datasets, TRAIN_NET)
-    else:  # the last evaluation during training, on the config's DATASETS.TEST
+    if not datasets:  # the config's validation datasets
         from digit_detectron import get_digit_cfg
 
         datasets = list(get_digit_cfg(args.config_file, args.opts).DATASETS.TEST)
-        results = {name: _last_evaluation(os.path.join(args.output, name, "metrics.json"), datasets) for name in runs}
+        if not datasets:
+            raise ValueError("--eval-datasets: name the datasets to evaluate the runs on (DATASETS.TEST is empty)")
+    weights = {name: os.path.join(args.output, name, "model_final.pth") for name in runs}
+    results = evaluate_runs(weights, datasets, TRAIN_NET)
     labels = {d: style for d in datasets if (style := dataset_style(d))}
     seeds_md, _, seeds_png = summarize_seeds(groups, results, datasets, args.output, f"{title}, seeds", labels)
     with open(seeds_md) as f:
         print(f"{f.read()}\nTable: {seeds_md}\nFigure: {seeds_png}")
     return seeds_md, seeds_png
-
-
-def _last_evaluation(metrics_json, datasets):
-    """{dataset: {"bbox": {...}, "number": {...}}} from the last evaluation in a training's metrics.json."""
-    from digit_detectron.analysis.plots import read_metrics, series
-
-    metrics = read_metrics(metrics_json)
-    out = {}
-    for dataset in datasets:
-        entry = {}
-        for key in ("bbox/AP", "bbox/AP50", "bbox/AP75", "number/accuracy"):
-            # detectron2 prefixes the keys with the dataset name when it evaluates more than one
-            _, values = series(metrics, key if len(datasets) == 1 else f"{dataset}/{key}")
-            if len(values):
-                group, metric = key.split("/")
-                entry.setdefault(group, {})[metric] = float(values[-1])
-        out[dataset] = entry
-    return out
 
 
 if __name__ == "__main__":

@@ -328,10 +328,10 @@ def summarize_seeds(groups, results, datasets, out_dir, title="Seed ablation", l
                 ax.bar(i, e["mean"], color=colours[i % len(colours)], alpha=0.35, width=0.6)
                 ax.scatter([i] * len(e["values"]), e["values"], color=colours[i % len(colours)], s=18, zorder=3)
             ax.set_xticks(range(len(groups)), list(groups), fontsize="small")
-            low = [v for s in groups for v in stats[s][dataset][column]["values"]]
-            if low:
-                span = max(low) - min(low)
-                ax.set_ylim(min(low) - max(span, 1.0), max(low) + max(span, 1.0) * 0.5)
+            values = [v for s in groups for v in stats[s][dataset][column]["values"]]
+            if values:
+                span = max(values) - min(values)
+                ax.set_ylim(min(values) - max(span, 1.0), max(values) + max(span, 1.0) * 0.5)
             style = f" ({labels[dataset]})" if dataset in labels else ""
             ax.set_title(f"{column}: {dataset}{style}", fontsize="small")
             ax.grid(alpha=0.3, axis="y")
