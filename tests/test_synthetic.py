@@ -348,3 +348,21 @@ def test_prepare_synthetic_cli(tmp_path, capsys):
     )  # one row of 5 tiles + 1 blank
     with pytest.raises(SystemExit, match="already exists"):
         run_tool(tool.main, [str(root), "--train", "1"])
+
+
+def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
+    """make demo regenerates its synthetic data when the size or seed it asks for changed (e.g. a new
+    default), and uses any other dataset (HW2's) as it is."""
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    root = str(tmp_path / "digits")
+    generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC)
+    assert demo.synthetic_train_size(root) == (4, 3)
+    hw2 = tmp_path / "hw2"
+    hw2.mkdir()
+    (hw2 / "train.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
+    assert demo.synthetic_train_size(str(hw2)) is None
+    assert demo.synthetic_train_size(str(tmp_path / "missing")) is None
+    (hw2 / "train.json").write_text("{not json")
+    assert demo.synthetic_train_size(str(hw2)) is None

@@ -58,6 +58,22 @@ def get_parser():
     return parser
 
 
+def synthetic_train_size(root):
+    """
+    (train images, seed) of a dataset that datasets/prepare_synthetic.py made under ``root``, read from
+    its train.json; None for any other data (e.g. HW2's, which the demo then uses as it is) or none.
+    """
+    try:
+        with open(os.path.join(root, "train.json")) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    info = data.get("info") if isinstance(data, dict) else None
+    if not isinstance(info, dict) or not str(info.get("description", "")).startswith("synthetic house numbers"):
+        return None
+    return len(data.get("images", [])), info.get("seed")
+
+
 def summary_table(results):
     """Rows of the evaluation summary: split, style, mAP, AP50, AP75, number accuracy."""
     rows = []
@@ -76,7 +92,15 @@ def main(argv=None):
     env = dict(os.environ, DIGITS_DATASET_ROOT=os.path.abspath(args.data), PYTHONUNBUFFERED="1")
     out = args.output
     start = time.time()
-    if not os.path.isfile(os.path.join(args.data, "test_ood.json")):
+    present = os.path.isfile(os.path.join(args.data, "test_ood.json"))
+    made = synthetic_train_size(args.data) if present else None
+    if made is not None and made != (args.train, args.seed):
+        print(
+            f"{args.data}: synthetic data of {made[0]} train images (seed {made[1]}); the demo asks for "
+            f"{args.train} (seed {args.seed}): generating it again"
+        )
+        present = False
+    if not present:
         sizes = f"--train {args.train} --valid {args.valid} --test {args.test} --seed {args.seed} --workers 2"
         grid = os.path.join(out, "synthetic_samples.png")
         run([py, "datasets/prepare_synthetic.py", args.data, *sizes.split(), "--overwrite", "--grid", grid], env)
