@@ -6,11 +6,12 @@
    train in-style, valid / test / test_ood out-of-style, valid_instyle in-style;
 2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation on the out-of-style
    validation split, whose AP picks the best checkpoint);
-3. evaluate the best checkpoint, a model bundle (its config inside: no --config-file from here on),
-   on valid (out-of-style), valid_instyle and test_ood (COCO AP + number accuracy;
+3. measure the number reader's thresholds on the out-of-style validation split (tools/tune_reader.py),
+   which writes them into the best checkpoint, a model bundle (its config inside: no --config-file
+   from here on);
+4. evaluate that bundle, as a user gets it, on valid (out-of-style; it chose the checkpoint and the
+   thresholds), test_ood (out-of-style, chose nothing) and valid_instyle (COCO AP + number accuracy;
    OUT/eval/eval_results.json; the evaluation report of each split, OUT/eval/report/<split>/);
-4. measure the number reader's thresholds on validation (tools/tune_reader.py), which writes them
-   into the bundle;
 5. predict the test split into pred.json / pred.csv (tools/predict.py);
 6. draw validation predictions (tools/visualize.py); training plots come from step 2;
 7. export the bundle to ONNX with its detectron2-free runtime (tools/export_model.py), checked
@@ -118,8 +119,8 @@ def main(argv=None):
 
     eval_dir = os.path.join(out, "eval")
     datasets = "(" + ", ".join(f'"{n}"' for n in EVAL_SPLITS) + ",)"
-    run([py, "tools/train_net.py", "--eval-only", *model, "DATASETS.TEST", datasets, "OUTPUT_DIR", eval_dir], env)
     run([py, "tools/tune_reader.py", *model, "--dataset", "digits_valid", "--output", out], env)
+    run([py, "tools/train_net.py", "--eval-only", *model, "DATASETS.TEST", datasets, "OUTPUT_DIR", eval_dir], env)
     thresholds = os.path.join(out, "reader_thresholds.yaml")
     predictions = os.path.join(out, "predictions")
     run([py, "tools/predict.py", *model, "--input", os.path.join(args.data, "test"), "--output", predictions], env)
@@ -150,8 +151,8 @@ def main(argv=None):
         print(f"  {what:24s} {path}")
     with open(os.path.join(eval_dir, "eval_results.json")) as f:
         results = json.load(f)
-    print("Best checkpoint (chosen on digits_valid, out-of-style), with the reader thresholds its bundle held")
-    print("at evaluation (the config's on a first run; tune_reader writes its own into the bundle afterwards):")
+    print("Best checkpoint with the reader thresholds tune_reader wrote into it, both chosen on digits_valid")
+    print("(out-of-style); digits_test_ood chose nothing:")
     print(summary_table(results))
     for name in EVAL_SPLITS:
         folder = os.path.join(eval_dir, "report", name)
