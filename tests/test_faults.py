@@ -228,7 +228,9 @@ def test_sigkilled_training_resumes_on_the_same_schedule(tmp_path):
     assert (out / "model_0000003.pth").is_file() and not (out / "model_final.pth").exists()
     killed_text = (out / "metrics.json").read_text()
     killed = read_metrics(out / "metrics.json")
-    assert killed_text.endswith("\n") and killed[0]["iteration"] == 0 and killed[-1]["iteration"] >= 3
+    # The metrics writer runs after the checkpointer within a step, so a kill right after checkpoint 3
+    # can come before iteration 3's line (seen on a slower CPU): the file is whole up to iteration 2.
+    assert killed_text.endswith("\n") and killed[0]["iteration"] == 0 and killed[-1]["iteration"] >= 2
 
     proc = run_train_net(root, "--resume", *opts)
     assert proc.returncode == 0, proc.stderr[-3000:]
