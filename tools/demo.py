@@ -70,7 +70,7 @@ def synthetic_train_size(root):
     except (OSError, ValueError):
         return None
     info = data.get("info") if isinstance(data, dict) else None
-    if not isinstance(info, dict) or not str(info.get("description", "")).startswith("synthetic house numbers"):
+    if not isinstance(info, dict) or not isinstance(info.get("style"), dict):  # the generator's mark, as dataset_style
         return None
     return len(data.get("images", [])), info.get("seed")
 
