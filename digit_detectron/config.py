@@ -67,6 +67,11 @@ def add_digit_config(cfg):
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_START = 0.1
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_STEP = 0.05
     _C.MODEL.ROI_BOX_HEAD.IOU_LOSS.LAMBDA_MAX = 0.5
+    # The box pooler's ROIAlign in training passes: "sparse" = the same weights as a sparse matrix
+    # product (modeling/roi_align.py; outputs and gradients equal to float rounding, ~7x faster on CPU
+    # than torchvision's single-threaded backward), "torchvision" = torchvision's op. Inference always
+    # runs torchvision's op.
+    _C.MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN = "sparse"
 
     # Gaussian soft-NMS in place of the ROI heads' per-class NMS at inference (modeling/soft_nms.py):
     # an overlapping box of the same class keeps score * exp(-IoU^2 / SIGMA) instead of being removed.
@@ -289,6 +294,7 @@ def validate_config(cfg):
     choice("SOLVER.OPTIMIZER", ("AdamW", "SGD"))
     choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", IOU_LOSS_TYPES)
     choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.INTO", ("cls", "box_reg"))
+    choice("MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN", ("sparse", "torchvision"))
     choice("INPUT.FORMAT", ("BGR", "RGB"))
     choice("DIGITS.INFERENCE.BACKBONE_BF16", ("off", "on", "auto"))
     number("DIGITS.SIZE_GROUPING.ASPECT_STEP", 0, lo_open=True)

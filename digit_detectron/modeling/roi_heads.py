@@ -6,6 +6,7 @@ from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, FastRCNNOutputLaye
 from detectron2.utils.events import get_event_storage
 
 from .iou_loss import IOU_LOSS_TYPES, box_iou_loss, iou_loss_lambda
+from .roi_align import use_sparse_training_pass
 from .soft_nms import soft_nms_inference_single_image
 
 __all__ = ["DigitFastRCNNOutputLayers", "DigitROIHeads"]
@@ -160,13 +161,17 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
 class DigitROIHeads(StandardROIHeads):
     """
     :class:`StandardROIHeads` whose box predictor is a :class:`DigitFastRCNNOutputLayers`
-    (configured by ``MODEL.ROI_BOX_HEAD.IOU_LOSS``). The trainer calls :meth:`set_epoch`.
+    (configured by ``MODEL.ROI_BOX_HEAD.IOU_LOSS``) and whose box pooler's ROIAlign levels train
+    through :class:`SparseROIAlign` (``MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN``). The trainer calls
+    :meth:`set_epoch`.
     """
 
     @classmethod
     def _init_box_head(cls, cfg, input_shape):
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictor"] = DigitFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
+        if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN == "sparse":
+            use_sparse_training_pass(ret["box_pooler"])
         return ret
 
     def set_epoch(self, epoch):
