@@ -366,3 +366,43 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     assert demo.synthetic_train_size(str(tmp_path / "missing")) is None
     (hw2 / "train.json").write_text("{not json")
     assert demo.synthetic_train_size(str(hw2)) is None
+
+
+def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_training(tmp_path):
+    """A finished demo training is reused only under the train.json, config and opts it was made with;
+    otherwise it is moved aside (not deleted) and the demo trains again."""
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    root = tmp_path / "digits"
+    generate_dataset(str(root), 4, 2, 2, seed=3, geometry=PARAMETRIC)
+    config = tmp_path / "c.yaml"
+    config.write_text('_BASE_: "x.yaml"\n')
+    train_dir = str(tmp_path / "out" / "train")
+    sig = demo.training_signature(str(root), str(config), ["SEED", "1"])
+    assert demo.prepare_train_dir(train_dir, sig) is None  # nothing there yet
+    with open(os.path.join(train_dir, "model_final.pth"), "wb") as f:
+        f.write(b"trained on the first data")
+    # Same data, config and opts: the training is kept (the demo skips it).
+    assert demo.training_signature(str(root), str(config), ["SEED", "1"]) == sig
+    assert demo.prepare_train_dir(train_dir, sig) is None
+    assert os.path.isfile(os.path.join(train_dir, "model_final.pth"))
+    # The data regenerated with another seed: moved aside, kept, and the train dir starts empty.
+    generate_dataset(str(root), 4, 2, 2, seed=4, geometry=PARAMETRIC, overwrite=True)
+    new_sig = demo.training_signature(str(root), str(config), ["SEED", "1"])
+    assert new_sig != sig
+    moved = demo.prepare_train_dir(train_dir, new_sig)
+    assert moved and os.path.basename(moved).startswith("train.stale-")
+    with open(os.path.join(moved, "model_final.pth"), "rb") as f:
+        assert f.read() == b"trained on the first data"
+    assert os.listdir(train_dir) == [demo.SIGNATURE_FILE]
+    # A config edit or other opts are stale too; a training with no record (an older demo) as well.
+    config.write_text('_BASE_: "y.yaml"\n')
+    assert demo.training_signature(str(root), str(config), ["SEED", "1"]) != new_sig
+    assert demo.training_signature(str(root), str(config), ["SEED", "2"]) != demo.training_signature(
+        str(root), str(config), ["SEED", "1"]
+    )
+    os.remove(os.path.join(train_dir, demo.SIGNATURE_FILE))
+    with open(os.path.join(train_dir, "last_checkpoint"), "w") as f:
+        f.write("model_0000499.pth")
+    assert demo.prepare_train_dir(train_dir, new_sig) is not None

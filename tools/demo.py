@@ -18,10 +18,13 @@
    against the PyTorch model, and read one test image with ``digit-detectron read``.
 
 Every step is one of the project's tools, printed before it runs; a step whose output exists is
-skipped, and an interrupted training resumes, so running the demo again continues where it stopped.
+skipped, and an interrupted training resumes, so running the demo again continues where it stopped. A
+training of other data or another config (train.json, the config file or the opts changed: recorded
+in OUT/train/demo_signature.json) is moved aside to OUT/train.stale-<time> and trained again.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import shlex
@@ -75,6 +78,55 @@ def synthetic_train_size(root):
     return len(data.get("images", [])), info.get("seed")
 
 
+def training_signature(data_root, config_file, opts):
+    """
+    What a finished demo training depends on: the train annotations (hash of train.json), the config
+    file and the opts (hashes of their text). A training under another signature is stale.
+    """
+    parts = {}
+    for key, path in (("train_json", os.path.join(data_root, "train.json")), ("config", config_file)):
+        try:
+            with open(path, "rb") as f:
+                parts[key] = hashlib.sha256(f.read()).hexdigest()[:16]
+        except OSError:
+            parts[key] = None
+    parts["opts"] = list(opts)
+    return parts
+
+
+SIGNATURE_FILE = "demo_signature.json"
+
+
+def prepare_train_dir(train_dir, signature):
+    """
+    Keep ``train_dir`` if it was trained (or is being trained) under ``signature``; otherwise move it
+    aside to ``<train_dir>.stale-<time>`` (kept, not deleted) so that the demo trains again instead of
+    reusing a model of other data or another config. Records the signature; returns the moved path or None.
+    """
+    stamp = os.path.join(train_dir, SIGNATURE_FILE)
+    moved = None
+    if os.path.isdir(train_dir) and os.listdir(train_dir):
+        try:
+            with open(stamp) as f:
+                recorded = json.load(f)
+        except (OSError, ValueError):
+            recorded = None
+        if recorded != signature:
+            moved = base = f"{train_dir}.stale-{time.strftime('%Y%m%d-%H%M%S')}"
+            n = 1
+            while os.path.exists(moved):
+                moved, n = f"{base}-{n}", n + 1
+            os.replace(train_dir, moved)
+            why = "no record of its data and config" if recorded is None else "other data or another config"
+            print(f"{train_dir}: trained with {why}; moved to {moved}, training again")
+    os.makedirs(train_dir, exist_ok=True)
+    tmp = stamp + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(signature, f, indent=2)
+    os.replace(tmp, stamp)
+    return moved
+
+
 def summary_table(results):
     """Rows of the evaluation summary: split, style, mAP, AP50, AP75, number accuracy."""
     rows = []
@@ -110,6 +162,7 @@ def main(argv=None):
 
     train_dir = os.path.join(out, "train")
     config = ["--config-file", args.config_file]
+    prepare_train_dir(train_dir, training_signature(args.data, args.config_file, args.opts))
     if not os.path.isfile(os.path.join(train_dir, "model_final.pth")):
         run([py, "tools/train_net.py", *config, "--resume", "OUTPUT_DIR", train_dir, *args.opts], env)
     weights = os.path.join(train_dir, "model_best.pth")
