@@ -4,7 +4,8 @@ The sparse ROIAlign of training passes (modeling/roi_align.py) computes torchvis
 * outputs and feature gradients equal to torchvision's to float rounding, for ROIs inside, across and
   beyond the map border, tiny and large ROIs, sampling ratios 1..3, aligned or not, several images;
 * deterministic: the same gradient bit for bit on a second pass;
-* only passes that need a feature gradient take it (inference is torchvision's op, bit for bit);
+* only training-mode passes that need a feature gradient take it (eval mode and no-grad passes are
+  torchvision's op, bit for bit);
 * the digits model trains through it (MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN "sparse", the default):
   one real training step's losses and gradients match the "torchvision" setting's.
 """
@@ -97,6 +98,9 @@ def test_module_uses_the_sparse_pass_only_where_a_feature_gradient_is_needed():
     assert torch.equal(module(features, rois), plain(features, rois))  # no requires_grad: torchvision
     x = features.clone().requires_grad_()
     assert torch.equal(module(x, rois), sparse_roi_align(x, rois, (7, 7), 0.25, 2, True))
+    module.eval()  # eval mode (inference, export tracing): torchvision's op even with a gradient
+    assert torch.equal(module(x, rois), plain(x, rois))
+    module.train()
     # Adaptive sampling (ratio 0) and empty levels stay on torchvision's op.
     adaptive = SparseROIAlign((7, 7), 0.25, 0, aligned=True)
     assert torch.equal(adaptive(x, rois), ROIAlign((7, 7), 0.25, 0, aligned=True)(x, rois))

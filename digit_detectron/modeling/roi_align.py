@@ -13,9 +13,9 @@ backward with PyTorch's multi-threaded CSR kernels. The weights follow torchvisi
 pixel outside the map count zero, clamping at the border), so outputs and gradients agree to float
 rounding (tests/test_roi_align.py). ROIs get no gradient, as with torchvision.
 
-Only passes that need a feature gradient take this path; inference (and export, which traces
-inference) runs torchvision's op unchanged, as do adaptive sampling (``sampling_ratio <= 0``) and
-empty levels.
+Only training-mode passes that need a feature gradient take this path; eval mode (inference, and
+export, which traces the eval-mode model) runs torchvision's op unchanged, as do adaptive sampling
+(``sampling_ratio <= 0``) and empty levels.
 """
 
 import torch
@@ -128,7 +128,8 @@ class SparseROIAlign(ROIAlign):
     """detectron2's :class:`ROIAlign` with the sparse training pass (module docstring)."""
 
     def forward(self, input, rois):
-        if use_sparse_roi_align(input, rois, self.sampling_ratio) and not input.is_quantized:
+        # Training mode only: eval-mode passes (inference, export tracing) keep torchvision's op.
+        if self.training and use_sparse_roi_align(input, rois, self.sampling_ratio) and not input.is_quantized:
             return sparse_roi_align(
                 input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned
             )
