@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """
-`make demo`: the whole job on the embedded synthetic data, on a CPU, in about 28 minutes (2 cores).
+`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): about 29 minutes on an
+AVX-512 EPYC (estimated), about 55 without AVX-512.
 
 1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present:
    train in-style, valid / test / test_ood out-of-style, valid_instyle in-style;
