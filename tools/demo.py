@@ -35,6 +35,7 @@ import time
 
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
+from digit_detectron.utils.io import atomic_write_json
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -121,10 +122,7 @@ def prepare_train_dir(train_dir, signature):
             why = "no record of its data and config" if recorded is None else "other data or another config"
             print(f"{train_dir}: trained with {why}; moved to {moved}, training again")
     os.makedirs(train_dir, exist_ok=True)
-    tmp = stamp + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(signature, f, indent=2)
-    os.replace(tmp, stamp)
+    atomic_write_json(stamp, signature, indent=2)
     return moved
 
 
