@@ -376,8 +376,12 @@ def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_tra
     spec.loader.exec_module(demo)
     root = tmp_path / "digits"
     generate_dataset(str(root), 4, 2, 2, seed=3, geometry=PARAMETRIC)
-    config = tmp_path / "c.yaml"
-    config.write_text('_BASE_: "x.yaml"\n')
+    # The shipped config and its base, copied: an edit of the base is a config change too.
+    base_text = open(os.path.join(REPO_ROOT, "configs", "Base-Digits-RCNN-FPN.yaml")).read()
+    (tmp_path / "Base-Digits-RCNN-FPN.yaml").write_text(base_text)
+    config = tmp_path / "digits_cpu.yaml"
+    config_text = open(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")).read()
+    config.write_text(config_text)
     train_dir = str(tmp_path / "out" / "train")
     sig = demo.training_signature(str(root), str(config), ["SEED", "1"])
     assert demo.prepare_train_dir(train_dir, sig) is None  # nothing there yet
@@ -396,9 +400,18 @@ def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_tra
     with open(os.path.join(moved, "model_final.pth"), "rb") as f:
         assert f.read() == b"trained on the first data"
     assert os.listdir(train_dir) == [demo.SIGNATURE_FILE]
-    # A config edit or other opts are stale too; a training with no record (an older demo) as well.
-    config.write_text('_BASE_: "y.yaml"\n')
+    # A config edit, an edit of its base or other opts are stale too; a comment is not a change;
+    # a training with no record (an older demo) is stale as well.
+    config.write_text(config_text + "# a comment\n")
+    assert demo.training_signature(str(root), str(config), ["SEED", "1"]) == new_sig
+    assert "  BASE_LR: 0.001\n" in config_text and "  WARMUP_ITERS: 100\n" in base_text
+    config.write_text(config_text.replace("  BASE_LR: 0.001\n", "  BASE_LR: 0.002\n"))
     assert demo.training_signature(str(root), str(config), ["SEED", "1"]) != new_sig
+    config.write_text(config_text)
+    (tmp_path / "Base-Digits-RCNN-FPN.yaml").write_text(base_text.replace("WARMUP_ITERS: 100", "WARMUP_ITERS: 101"))
+    assert demo.training_signature(str(root), str(config), ["SEED", "1"]) != new_sig
+    (tmp_path / "Base-Digits-RCNN-FPN.yaml").write_text(base_text)
+    assert demo.training_signature(str(root), str(config), ["SEED", "1"]) == new_sig
     assert demo.training_signature(str(root), str(config), ["SEED", "2"]) != demo.training_signature(
         str(root), str(config), ["SEED", "1"]
     )

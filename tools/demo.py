@@ -20,8 +20,9 @@ AVX-512 EPYC (estimated), about 55 without AVX-512.
 
 Every step is one of the project's tools, printed before it runs; a step whose output exists is
 skipped, and an interrupted training resumes, so running the demo again continues where it stopped. A
-training of other data or another config (train.json, the config file or the opts changed: recorded
-in OUT/train/demo_signature.json) is moved aside to OUT/train.stale-<time> and trained again.
+training of other data or another config (train.json, the config file, a base it names or the opts
+changed: recorded in OUT/train/demo_signature.json) is moved aside to OUT/train.stale-<time> and
+trained again.
 """
 
 import argparse
@@ -82,18 +83,20 @@ def synthetic_train_size(root):
 
 def training_signature(data_root, config_file, opts):
     """
-    What a finished demo training depends on: the train annotations (hash of train.json), the config
-    file and the opts (hashes of their text). A training under another signature is stale.
+    What a finished demo training depends on: the train annotations (hash of train.json) and the
+    config it trains with, merged as train_net merges it (the file, every ``_BASE_`` under it, then the
+    opts: hash of the merged YAML), so that an edit of a base config is seen too. A training under
+    another signature is stale. A config that does not load is a ConfigError naming it.
     """
-    parts = {}
-    for key, path in (("train_json", os.path.join(data_root, "train.json")), ("config", config_file)):
-        try:
-            with open(path, "rb") as f:
-                parts[key] = hashlib.sha256(f.read()).hexdigest()[:16]
-        except OSError:
-            parts[key] = None
-    parts["opts"] = list(opts)
-    return parts
+    from digit_detectron.config import get_digit_cfg
+
+    try:
+        with open(os.path.join(data_root, "train.json"), "rb") as f:
+            train_json = hashlib.sha256(f.read()).hexdigest()[:16]
+    except OSError:
+        train_json = None
+    merged = get_digit_cfg(config_file, list(opts)).dump()
+    return {"train_json": train_json, "config": hashlib.sha256(merged.encode()).hexdigest()[:16]}
 
 
 SIGNATURE_FILE = "demo_signature.json"
