@@ -108,6 +108,10 @@ def add_digit_config(cfg):
     # Run the backbone in bfloat16 (autocast; heads and box decoding stay float32): "off", "on", or
     # "auto" = on where the CPU has native bf16 (avx512_bf16 / amx_bf16 in /proc/cpuinfo), else off.
     _C.DIGITS.INFERENCE.BACKBONE_BF16 = "off"
+    # Train with the backbone under bfloat16 autocast (weights, optimizer, heads and losses stay float32;
+    # the evaluations during training run it too): "off", "on", or "auto" = on where the CPU has native
+    # bf16, as DIGITS.INFERENCE.BACKBONE_BF16. Changes the numbers a run computes, not the checkpoint format.
+    _C.DIGITS.TRAIN_BF16 = "off"
     # > 0: the ROI poolers' sampling ratio at inference (points per bin side; training keeps
     # MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO); 0: as trained.
     _C.DIGITS.INFERENCE.POOLER_SAMPLING_RATIO = 0
@@ -297,6 +301,7 @@ def validate_config(cfg):
     choice("MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN", ("sparse", "torchvision"))
     choice("INPUT.FORMAT", ("BGR", "RGB"))
     choice("DIGITS.INFERENCE.BACKBONE_BF16", ("off", "on", "auto"))
+    choice("DIGITS.TRAIN_BF16", ("off", "on", "auto"))
     number("DIGITS.SIZE_GROUPING.ASPECT_STEP", 0, lo_open=True)
     number("DIGITS.INFERENCE.POOLER_SAMPLING_RATIO", 0, integer=True)
     number("MODEL.ROI_HEADS.SOFT_NMS.SIGMA", 0, lo_open=True)

@@ -6,6 +6,8 @@ benchmark's competitors are always stopped:
 * predict_files' aspect order: each file keeps its own instances (equal-size images: identical in any
   order and batch, boxes within 1e-3 px);
 * bf16 backbone: features within 3% (relative L2) of float32's, weights untouched;
+* bf16 training (DIGITS.TRAIN_BF16): the trainer's backbone runs bf16 and its weights still learn,
+  "off" leaves float32, and a model built for evaluation is not touched;
 * ROIAlign sampling ratio 1 at test time: pooled features within 10% (relative L2) of ratio 2 on
   smooth feature maps.
 """
@@ -24,6 +26,7 @@ from digit_detectron import get_digit_cfg, register_digits
 from digit_detectron.analysis.benchmark import child_env, competing_processes, write_table
 from digit_detectron.data.batching import SizeGroupedBatches, build_size_grouped_train_loader, size_group_key
 from digit_detectron.data.mapper import DigitDatasetMapper
+from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.inference.predictor import DigitPredictor
 from digit_detectron.inference.speed import (
     apply_inference_options,
@@ -158,6 +161,33 @@ def test_bf16_backbone_features_within_tolerance_and_weights_untouched(tmp_path)
         error = (fast[name] - feature).norm() / feature.norm()
         assert error < 0.03, (name, float(error))
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("setting", ["on", "off"])
+def test_bf16_training_runs_the_backbone_in_bf16_and_its_weights_learn(tmp_path, setting):
+    root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 1))
+    register_digits(root, prefix=f"bf16_train_{setting}")
+    opts = tiny_model_opts(tmp_path / "out") + [
+        "DATASETS.TRAIN", f"('bf16_train_{setting}_train',)", "DATASETS.TEST", "()", "TEST.EVAL_PERIOD", "0",
+        "DIGITS.PLOT_AT_END", "False", "SOLVER.EPOCHS", "0", "SOLVER.MAX_ITER", "2", "SOLVER.WARMUP_ITERS", "0",
+        "SOLVER.CHECKPOINT_PERIOD", "100", "DIGITS.TRAIN_BF16", setting,
+    ]  # fmt: skip
+    cfg = get_digit_cfg(CONFIG, opts)
+    resolve_schedule(cfg, num_train_images=4)
+    torch.manual_seed(0)
+    trainer = DigitTrainer(cfg)
+    backbone = trainer.model.backbone
+    assert getattr(backbone, "runs_bf16", False) == (setting == "on")
+    stem = {k: v.clone() for k, v in backbone.state_dict().items() if v.dtype == torch.float32}
+    trainer.train()
+    after = backbone.state_dict()
+    assert all(after[k].dtype == torch.float32 for k in stem)  # the weights stay float32
+    moved = [k for k in stem if not torch.equal(stem[k], after[k])]
+    assert len(moved) > len(stem) // 2, moved  # gradients reached the backbone through autocast
+    features = backbone(torch.randn(1, 3, 64, 160))
+    assert all(f.dtype == torch.float32 for f in features.values())
+    # --eval-only and the predictor build the model with build_model: no training option there.
+    assert not getattr(DigitTrainer.build_model(cfg).backbone, "runs_bf16", False)
 
 
 def test_bf16_setting_follows_the_cpu_flags(tmp_path):

@@ -28,6 +28,7 @@ from ..data import DigitDatasetMapper
 from ..data.batching import SizeGroupedBatches
 from ..data.image_io import ImageReadError, read_image
 from ..inference.predictor import DigitPredictor
+from ..inference.speed import apply_training_options
 from ..utils.io import atomic_open, atomic_write_json
 
 TASKS = ("train", "inference", "predict")
@@ -284,6 +285,8 @@ def benchmark(
         batches = _chunks([d["file_name"] for d in dicts], batch_size)
     else:
         model = build_model(cfg)
+        if is_train:
+            apply_training_options(model, cfg)  # as the trainer does (DIGITS.TRAIN_BF16)
         step = _model_step(model, is_train)
         batches = item_batches
     with EventStorage(0), competing_processes(competitors):

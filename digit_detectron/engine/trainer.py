@@ -18,6 +18,7 @@ from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
 from ..data.batching import build_size_grouped_train_loader
 from ..data.sampling import mixed_train_data
+from ..inference.speed import apply_training_options
 from ..utils.threads import data_loader_workers
 from .hooks import EpochHook, PlotMetricsHook
 
@@ -37,6 +38,7 @@ class DigitTrainer(DefaultTrainer):
             setup_logger()
         cfg = DefaultTrainer.auto_scale_workers(cfg, comm.get_world_size())
         model = self.build_model(cfg)
+        apply_training_options(model, cfg)  # DIGITS.TRAIN_BF16; not in build_model, which --eval-only uses
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         ddp_kwargs = {"broadcast_buffers": False}

@@ -1,6 +1,7 @@
 """
-Inference-only speed options (``DIGITS.INFERENCE``), applied to a model in eval mode by
-``DigitPredictor`` and ``train_net.py --eval-only``. Each leaves the boxes within the tolerance
+Speed options: the inference ones (``DIGITS.INFERENCE``), applied to a model in eval mode by
+``DigitPredictor`` and ``train_net.py --eval-only``, and bf16 training (``DIGITS.TRAIN_BF16``),
+applied by the trainer and ``tools/benchmark.py --task train``. Each leaves the boxes within the tolerance
 ``tests/test_speed_options.py`` states; benchmarks/speed.md measures what each buys.
 """
 
@@ -10,6 +11,7 @@ import torch
 
 __all__ = [
     "apply_inference_options",
+    "apply_training_options",
     "bf16_backbone",
     "cpu_has_native_bf16",
     "set_pooler_sampling_ratio",
@@ -71,6 +73,21 @@ def apply_inference_options(model, cfg):
     if cfg.DIGITS.INFERENCE.BACKBONE_BF16 != "off" or ratio > 0:
         setting = cfg.DIGITS.INFERENCE.BACKBONE_BF16
         _logger.info(f"inference options: {options} (DIGITS.INFERENCE.BACKBONE_BF16={setting})")
+    return options
+
+
+def apply_training_options(model, cfg):
+    """
+    Apply DIGITS.TRAIN_BF16 to a model about to be trained: the backbone under bfloat16 autocast
+    (``bf16_backbone``; gradients flow through it), on where "on", or "auto" on a CPU with native
+    bf16. Returns the options in effect (a dict, logged).
+    """
+    device = cfg.MODEL.DEVICE
+    options = {"train_bf16": use_backbone_bf16(cfg.DIGITS.TRAIN_BF16, device)}
+    if options["train_bf16"] and not getattr(model.backbone, "runs_bf16", False):
+        bf16_backbone(model.backbone, "cuda" if str(device).startswith("cuda") else "cpu")
+    if cfg.DIGITS.TRAIN_BF16 != "off":
+        _logger.info(f"training options: {options} (DIGITS.TRAIN_BF16={cfg.DIGITS.TRAIN_BF16})")
     return options
 
 
