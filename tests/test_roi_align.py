@@ -4,6 +4,9 @@ The sparse ROIAlign of training passes (modeling/roi_align.py) computes torchvis
 * outputs and feature gradients equal to torchvision's to float rounding, for ROIs inside, across and
   beyond the map border, tiny and large ROIs, sampling ratios 1..3, aligned or not, several images;
 * deterministic: the same gradient bit for bit on a second pass;
+* the box pooler (SparseROIPooler) pools all FPN levels in one product: outputs and gradients equal to
+  detectron2's ROIPooler with torchvision's op when ROIs fall on several levels and one level is empty;
+  eval mode and no-grad passes are detectron2's forward bit for bit;
 * only training-mode passes that need a feature gradient take it (eval mode and no-grad passes are
   torchvision's op, bit for bit);
 * the digits model trains through it (MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN "sparse", the default):
@@ -18,12 +21,19 @@ import torch
 from detectron2.data import DatasetCatalog
 from detectron2.layers import ROIAlign
 from detectron2.modeling import build_model
+from detectron2.modeling.poolers import ROIPooler, assign_boxes_to_levels
+from detectron2.structures import Boxes
 from detectron2.utils.events import EventStorage
 from torchvision.ops import roi_align
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import DigitDatasetMapper, register_digits
-from digit_detectron.modeling.roi_align import SparseROIAlign, sparse_roi_align
+from digit_detectron.modeling.roi_align import (
+    SparseROIAlign,
+    SparseROIPooler,
+    sparse_roi_align,
+    use_sparse_training_pass,
+)
 from digit_detectron.utils.errors import ConfigError
 
 from conftest import REPO_ROOT, tiny_model_opts
@@ -109,6 +119,57 @@ def test_module_uses_the_sparse_pass_only_where_a_feature_gradient_is_needed():
         sparse_roi_align(x, rois, (7, 7), 0.25, 0, True)
 
 
+def _fpn_features_and_boxes(seed):
+    """Features of 4 FPN levels (strides 4..32) for 3 images and boxes from tiny to image-sized."""
+    g = torch.Generator().manual_seed(seed)
+    features = [torch.randn(3, 5, 64 // s, 96 // s, generator=g) for s in (1, 2, 4, 8)]
+    boxes = []
+    for _ in range(3):
+        xy = torch.rand(20, 2, generator=g) * 200
+        wh = torch.rand(20, 2, generator=g) ** 3 * 350 + 2
+        boxes.append(Boxes(torch.cat([xy, xy + wh], 1)))
+    return features, boxes
+
+
+@pytest.mark.parametrize("pooler_type", ["ROIAlignV2", "ROIAlign"])
+def test_sparse_pooler_equals_detectron2_pooler_across_fpn_levels(pooler_type):
+    features, boxes = _fpn_features_and_boxes(seed=3)
+    scales = [1 / 4, 1 / 8, 1 / 16, 1 / 32]
+    ref = ROIPooler((7, 7), scales, 2, pooler_type)
+    ours = use_sparse_training_pass(ROIPooler((7, 7), scales, 2, pooler_type))
+    assert type(ours) is SparseROIPooler and all(type(level) is SparseROIAlign for level in ours.level_poolers)
+    per_level = torch.bincount(assign_boxes_to_levels(boxes, 2, 5, 224, 4), minlength=4)
+    assert (per_level > 0).sum() >= 3 and (per_level == 0).any()  # several levels hold ROIs, one is empty
+    ref_in = [f.clone().requires_grad_() for f in features]
+    ours_in = [f.clone().requires_grad_() for f in features]
+    ref_out, ours_out = ref(ref_in, boxes), ours(ours_in, boxes)
+    grad_out = torch.randn_like(ref_out)
+    ref_out.backward(grad_out)
+    ours_out.backward(grad_out)
+    assert ours_out.shape == ref_out.shape == (60, 5, 7, 7)
+    torch.testing.assert_close(ours_out, ref_out, rtol=1e-4, atol=5e-5)
+    for level, (a, b) in enumerate(zip(ref_in, ours_in)):
+        a_grad = torch.zeros_like(a) if a.grad is None else a.grad  # an empty level: no gradient (zero)
+        b_grad = torch.zeros_like(b) if b.grad is None else b.grad
+        torch.testing.assert_close(b_grad, a_grad, rtol=1e-4, atol=5e-5, msg=f"level {level}")
+        assert (a_grad.abs().sum() > 0) == bool(per_level[level] > 0)
+    # Eval mode and no-grad passes: detectron2's forward, bit for bit.
+    with torch.no_grad():
+        assert torch.equal(ours(ours_in, boxes), ref(ref_in, boxes))
+    ours.eval()
+    ref.eval()
+    assert torch.equal(ours(ours_in, boxes), ref(ref_in, boxes))
+    # No ROI at all: an empty output, as detectron2's.
+    ours.train()
+    empty = [Boxes(torch.zeros(0, 4)) for _ in range(3)]
+    assert ours(ours_in, empty).shape == (0, 5, 7, 7)
+
+
+def test_only_roialign_poolers_become_sparse():
+    pool = ROIPooler((7, 7), [1 / 4, 1 / 8], 0, "ROIPool")
+    assert use_sparse_training_pass(pool) is pool
+
+
 def _step_losses_and_grads(cfg, batch, state):
     model = build_model(cfg)
     model.load_state_dict(state)
@@ -135,6 +196,8 @@ def test_a_training_step_through_the_sparse_pass_matches_torchvision(digit_root,
 
     sparse_model, sparse_losses, sparse_grads = _step_losses_and_grads(sparse_cfg, batch, state)
     tv_model, tv_losses, tv_grads = _step_losses_and_grads(tv_cfg, batch, state)
+    assert type(sparse_model.roi_heads.box_pooler) is SparseROIPooler
+    assert type(tv_model.roi_heads.box_pooler) is ROIPooler
     levels = sparse_model.roi_heads.box_pooler.level_poolers
     assert all(type(level) is SparseROIAlign for level in levels)
     assert all(type(level) is ROIAlign for level in tv_model.roi_heads.box_pooler.level_poolers)

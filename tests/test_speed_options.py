@@ -8,6 +8,7 @@ benchmark's competitors are always stopped:
 * bf16 backbone: features within 3% (relative L2) of float32's, weights untouched;
 * bf16 training (DIGITS.TRAIN_BF16): the trainer's backbone runs bf16 and its weights still learn,
   "off" leaves float32, and a model built for evaluation is not touched;
+* fused AdamW (SOLVER.ADAMW_FUSED, the default) takes the per-tensor loop's steps to float rounding;
 * ROIAlign sampling ratio 1 at test time: pooled features within 10% (relative L2) of ratio 2 on
   smooth feature maps.
 """
@@ -221,3 +222,28 @@ def test_test_time_sampling_ratio_is_applied_and_close(tmp_path):
     fast = pooler(features, boxes)
     assert not torch.equal(fast, reference)
     assert (fast - reference).norm() / reference.norm() < 0.10
+
+
+def test_fused_adamw_is_the_default_and_takes_the_loops_step(tmp_path):
+    cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path))
+    assert cfg.SOLVER.ADAMW_FUSED  # the default
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    params = {}
+    for fused in (True, False):
+        model.load_state_dict(state)
+        cfg.defrost()
+        cfg.SOLVER.ADAMW_FUSED = fused
+        optimizer = DigitTrainer.build_optimizer(cfg, model)
+        assert bool(optimizer.defaults.get("fused")) == fused
+        for step in range(3):  # the same gradients each step: the updates must agree
+            torch.manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn_like(p) if p.requires_grad else None
+            optimizer.step()
+        params[fused] = {k: p.detach().clone() for k, p in model.named_parameters()}
+    moved = [k for k, v in params[True].items() if not torch.equal(v, state[k])]
+    assert len(moved) > len(params[True]) // 2
+    for k in params[True]:
+        torch.testing.assert_close(params[True][k], params[False][k], rtol=1e-5, atol=1e-6, msg=k)

@@ -287,7 +287,7 @@ def benchmark(
         model = build_model(cfg)
         if is_train:
             apply_training_options(model, cfg)  # as the trainer does (DIGITS.TRAIN_BF16)
-        step = _model_step(model, is_train)
+        step = _model_step(model, is_train, fused=bool(cfg.SOLVER.ADAMW_FUSED))
         batches = item_batches
     with EventStorage(0), competing_processes(competitors):
         wall, cpu = time_steps(step, batches, warmup)
@@ -332,7 +332,7 @@ def _postprocess_times(predictor, dicts, cfg):
     return {"reader_s_per_image": reader_s, "submission_files_s_per_image": files_s}
 
 
-def _model_step(model, is_train):
+def _model_step(model, is_train, fused=False):
     model.train(is_train)
     if not is_train:
 
@@ -341,7 +341,7 @@ def _model_step(model, is_train):
                 model(batch)
 
         return infer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)  # as the trainer's (SOLVER.ADAMW_FUSED)
 
     def step(batch):
         loss = sum(model(batch).values())

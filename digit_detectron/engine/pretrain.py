@@ -145,7 +145,7 @@ def pretrain_backbone(
     model.train()
     data = torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous()
     targets = torch.from_numpy(labels)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, fused=bool(cfg.SOLVER.ADAMW_FUSED))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
     correct = []
     for step in range(steps):

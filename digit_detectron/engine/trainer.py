@@ -72,7 +72,11 @@ class DigitTrainer(DefaultTrainer):
         if name == "AdamW":
             opt_cls = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)
             return opt_cls(
-                params, lr=cfg.SOLVER.BASE_LR, betas=tuple(cfg.SOLVER.BETAS), weight_decay=cfg.SOLVER.WEIGHT_DECAY
+                params,
+                lr=cfg.SOLVER.BASE_LR,
+                betas=tuple(cfg.SOLVER.BETAS),
+                weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+                fused=bool(cfg.SOLVER.ADAMW_FUSED),
             )
         if name == "SGD":
             return DefaultTrainer.build_optimizer(cfg, model)

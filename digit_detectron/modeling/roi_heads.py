@@ -171,7 +171,7 @@ class DigitROIHeads(StandardROIHeads):
         ret = super()._init_box_head(cfg, input_shape)
         ret["box_predictor"] = DigitFastRCNNOutputLayers(cfg, ret["box_head"].output_shape)
         if cfg.MODEL.ROI_BOX_HEAD.TRAIN_ROI_ALIGN == "sparse":
-            use_sparse_training_pass(ret["box_pooler"])
+            ret["box_pooler"] = use_sparse_training_pass(ret["box_pooler"])
         return ret
 
     def set_epoch(self, epoch):
