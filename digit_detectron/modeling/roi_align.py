@@ -151,10 +151,11 @@ class SparseROIPooler(ROIPooler):
     detectron2 pools each level apart and writes its ROIs into a zero ``(R, C, PH, PW)`` tensor with
     ``index_put_``; in a training pass autograd then clones the whole output gradient once per level
     (4 levels, 512 ROIs x 128 x 7 x 7 in a ``digits_cpu.yaml`` step: ~20% of the step's CPU time
-    under torch.profiler, ~4% of a step's wall time measured without it; benchmarks/speed.md). Here each ROI's sampling entries (:func:`_sampling_entries`, on its
-    assigned level) go into one matrix whose rows are the ROIs in their input order and whose columns
-    are the pixels of the levels that hold an ROI: one product forward, one backward, no scatter, the
-    same numbers. Eval mode, no-grad passes and non-ROIAlign levels run detectron2's forward.
+    under torch.profiler, ~4% of a step's wall time measured without it; benchmarks/speed.md).
+    Here each ROI's sampling entries (:func:`_sampling_entries`, on its assigned level) go into one
+    matrix whose rows are the ROIs in their input order and whose columns are the pixels of the
+    levels that hold an ROI: one product forward, one backward, no scatter, the same numbers.
+    Eval mode, no-grad passes and non-ROIAlign levels run detectron2's forward.
     """
 
     @classmethod
