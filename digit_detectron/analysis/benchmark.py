@@ -287,7 +287,7 @@ def benchmark(
         model = build_model(cfg)
         if is_train:
             apply_training_options(model, cfg)  # as the trainer does (DIGITS.TRAIN_BF16)
-        step = _model_step(model, is_train, fused=bool(cfg.SOLVER.ADAMW_FUSED))
+        step = _model_step(model, is_train, cfg)
         batches = item_batches
     with EventStorage(0), competing_processes(competitors):
         wall, cpu = time_steps(step, batches, warmup)
@@ -332,7 +332,7 @@ def _postprocess_times(predictor, dicts, cfg):
     return {"reader_s_per_image": reader_s, "submission_files_s_per_image": files_s}
 
 
-def _model_step(model, is_train, fused=False):
+def _model_step(model, is_train, cfg):
     model.train(is_train)
     if not is_train:
 
@@ -341,7 +341,9 @@ def _model_step(model, is_train, fused=False):
                 model(batch)
 
         return infer
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)  # as the trainer's (SOLVER.ADAMW_FUSED)
+    from ..engine import DigitTrainer
+
+    optimizer = DigitTrainer.build_optimizer(cfg, model)  # the trainer's (SOLVER.OPTIMIZER, ADAMW_FUSED, clipping)
 
     def step(batch):
         loss = sum(model(batch).values())

@@ -162,7 +162,7 @@ class SparseROIPooler(ROIPooler):
     def from_pooler(cls, pooler):
         """A SparseROIPooler with ``pooler``'s levels and level rule, its ROIAlign levels made sparse."""
         first = pooler.level_poolers[0]
-        pooler_type = "ROIAlignV2" if getattr(first, "aligned", False) else "ROIAlign"
+        pooler_type = "ROIAlignV2" if first.aligned else "ROIAlign"
         new = cls(
             pooler.output_size,
             [level.spatial_scale for level in pooler.level_poolers],
@@ -182,25 +182,23 @@ class SparseROIPooler(ROIPooler):
                     level.output_size, level.spatial_scale, level.sampling_ratio, aligned=level.aligned
                 )
 
-    def _takes_sparse_pass(self, x, box_lists):
+    def _takes_sparse_pass(self, x, boxes):
         levels = self.level_poolers
-        if not (self.training and torch.is_grad_enabled() and len(box_lists) > 0):
-            return False
         if not all(isinstance(level, SparseROIAlign) for level in levels):
             return False
         ratios = {level.sampling_ratio for level in levels}
-        aligned = {level.aligned for level in levels}
-        if len(ratios) != 1 or len(aligned) != 1 or min(ratios) <= 0:
+        if len(ratios) != 1 or len({level.aligned for level in levels}) != 1:
             return False
-        return any(f.requires_grad for f in x) and all(f.device.type == "cpu" and not f.is_quantized for f in x)
+        (ratio,) = ratios
+        return all(use_sparse_roi_align(f, boxes, ratio) and not f.is_quantized for f in x)
 
     def forward(self, x, box_lists):
-        if not self._takes_sparse_pass(x, box_lists):
+        if not (self.training and box_lists):  # eval mode (inference, export tracing): detectron2's
             return super().forward(x, box_lists)
         boxes = convert_boxes_to_pooler_format(box_lists)
-        r = boxes.shape[0]
-        if r == 0:
+        if not self._takes_sparse_pass(x, boxes):
             return super().forward(x, box_lists)
+        r = boxes.shape[0]
         if len(self.level_poolers) == 1:
             assignments = torch.zeros(r, dtype=torch.long, device=boxes.device)
         else:
