@@ -3,6 +3,8 @@
 import importlib.util
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -419,3 +421,24 @@ def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_tra
     with open(os.path.join(train_dir, "last_checkpoint"), "w") as f:
         f.write("model_0000499.pth")
     assert demo.prepare_train_dir(train_dir, new_sig) is not None
+
+
+def test_demo_trains_in_two_processes_on_two_cores_and_names_a_bad_count(tmp_path):
+    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools", "demo.py"))
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert [demo.training_processes("auto", cores) for cores in (1, 2, 16)] == [1, 2, 2]
+    assert demo.training_processes("3", 2) == 3
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match="--processes"):
+            demo.training_processes(bad, 2)
+    # Through the tool: one line naming the option, exit code 2, before any data is made.
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "demo.py"), "--processes", "0", "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=120,
+    )
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --processes")
+    assert os.listdir(tmp_path) == []

@@ -18,6 +18,14 @@ def test_threads_follow_the_usable_cores(cores, threads, spare):
     assert (policy.threads, policy.source, policy.spare_cores) == (threads, "cores", spare)
 
 
+@pytest.mark.parametrize("cores, processes, threads, spare", [(2, 2, 1, 0), (1, 2, 1, 0), (16, 2, 6, 2), (16, 4, 3, 1)])
+def test_processes_of_one_training_share_the_cores(cores, processes, threads, spare):
+    policy = choose_thread_policy(cores, env={}, processes=processes)
+    assert (policy.threads, policy.spare_cores) == (threads, spare)
+    # An explicit count is each process's own.
+    assert choose_thread_policy(cores, requested=2, env={}, processes=processes).threads == 2
+
+
 def test_flag_beats_env_beats_cores():
     assert choose_thread_policy(2, requested=1, env={"OMP_NUM_THREADS": "3"}).threads == 1
     assert choose_thread_policy(2, requested=1, env={}).source == "--threads"

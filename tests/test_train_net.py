@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from digit_detectron.utils.threads import choose_thread_policy, usable_cores
+
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
@@ -129,6 +131,19 @@ def test_two_process_cpu_training(tmp_path):
         "0",
         "DIGITS.PLOT_AT_END",
         "False",
+        "DIGITS.PRETRAIN.ENABLED",
+        "True",
+        "DIGITS.PRETRAIN.STEPS",
+        "2",
+        "DIGITS.PRETRAIN.CACHE_DIR",
+        str(tmp_path / "cache"),
     )
     assert "Rank of current process: 0. World size: 2" in log  # detectron2's default_setup line
     assert os.path.isfile(out / "model_final.pth")
+    # The warm start is made once, before the processes start (with every thread), and both use it.
+    assert log.count("Backbone pre-training done") == 1
+    assert log.index("Backbone pre-training done") < log.index("Rank of current process")
+    assert len(os.listdir(tmp_path / "cache")) == 1
+    # Each process runs on its share of the cores, not on all of them.
+    share = choose_thread_policy(usable_cores(), processes=2)
+    assert log.count(f"threads: {share.threads} torch thread(s) on {share.cores} usable core(s)") >= 2

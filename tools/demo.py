@@ -37,6 +37,7 @@ import time
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
 from digit_detectron.utils.io import atomic_write_json
+from digit_detectron.utils.threads import usable_cores
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -61,8 +62,27 @@ def get_parser():
     parser.add_argument("--valid", type=int, default=400, help="images of valid, valid_instyle and test_ood each")
     parser.add_argument("--test", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--processes",
+        default="auto",
+        help="training processes (tools/train_net.py --num-gpus N: gloo on CPU, each on its share of the "
+        "cores); 'auto': 2 where 2 or more cores are usable, else 1",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs for training")
     return parser
+
+
+def training_processes(value, cores):
+    """The training processes for ``--processes`` (a count, or "auto": 2 on 2+ usable cores, else 1)."""
+    if str(value).strip().lower() == "auto":
+        return 2 if cores >= 2 else 1
+    try:
+        processes = int(value)
+    except ValueError:
+        processes = 0
+    if processes < 1:
+        raise ValueError(f"--processes: expected 'auto' or a count of at least 1, got {value!r}")
+    return processes
 
 
 def synthetic_train_size(root):
@@ -142,6 +162,7 @@ def summary_table(results):
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    processes = training_processes(args.processes, usable_cores())
 
     py = sys.executable
     env = dict(os.environ, DIGITS_DATASET_ROOT=os.path.abspath(args.data), PYTHONUNBUFFERED="1")
@@ -166,7 +187,8 @@ def main(argv=None):
     config = ["--config-file", args.config_file]
     prepare_train_dir(train_dir, training_signature(args.data, args.config_file, args.opts))
     if not os.path.isfile(os.path.join(train_dir, "model_final.pth")):
-        run([py, "tools/train_net.py", *config, "--resume", "OUTPUT_DIR", train_dir, *args.opts], env)
+        launch = ["--num-gpus", str(processes), "--dist-url", "auto"] if processes > 1 else []
+        run([py, "tools/train_net.py", *config, "--resume", *launch, "OUTPUT_DIR", train_dir, *args.opts], env)
     weights = os.path.join(train_dir, "model_best.pth")
     if not os.path.isfile(weights):
         weights = os.path.join(train_dir, "model_final.pth")

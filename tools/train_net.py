@@ -26,6 +26,7 @@ from digit_detectron.inference.tta import wrap_for_tta
 from digit_detectron.utils.cli import add_common_flags, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
 from digit_detectron.utils.lock import OutputLock
+from digit_detectron.utils.threads import apply_thread_policy
 
 
 def get_parser():
@@ -59,6 +60,8 @@ def setup(args):
 
 def train(args):
     """One process's work: evaluate (--eval-only) or train; launched once per process."""
+    if comm.get_world_size() > 1:  # one of --num-gpus N processes: its share of this machine's cores
+        apply_thread_policy(args.threads, processes=comm.get_local_size())
     cfg = setup(args)
     if args.eval_only:
         model = DigitTrainer.build_model(cfg)
@@ -89,6 +92,11 @@ def train(args):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     print("Command Line Args:", args)
+    if args.num_gpus * args.num_machines > 1 and not args.eval_only:
+        # The backbone warm start runs in one process; here it has every thread, not one process's share.
+        cfg = get_digit_cfg(args.config_file, args.opts)
+        setup_logging(cfg.OUTPUT_DIR)
+        maybe_pretrain(cfg)
     return launch(
         train,
         args.num_gpus,

@@ -10,7 +10,9 @@ pass waits for a descheduled thread (benchmarks/speed.md measured 3-20x). The po
   ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` already in the environment is left alone;
 * **threads**: ``--threads`` if given, else ``OMP_NUM_THREADS`` if set, else the cores this process
   may run on (``os.sched_getaffinity``) less a quarter of them kept for data-loader workers
-  (2 cores: 2 threads, 4: 3, 16: 12);
+  (2 cores: 2 threads, 4: 3, 16: 12); in a training of several processes on one machine
+  (``--num-gpus N`` on CPU) each process takes its 1/N share of the cores (2 cores, 2 processes:
+  1 thread each);
 * **data-loader workers**: at most the cores the torch threads leave (``data_loader_workers``);
   each worker runs one torch thread (PyTorch sets that), so threads + workers <= cores.
 
@@ -100,13 +102,16 @@ class ThreadPolicy:
         )
 
 
-def choose_thread_policy(cores, requested=None, env=None, wait="set"):
+def choose_thread_policy(cores, requested=None, env=None, wait="set", processes=1):
     """
     The policy for ``cores`` usable cores: ``requested`` threads (``--threads``) if given, else
     ``OMP_NUM_THREADS`` from ``env`` if it is a positive integer, else ``cores - cores // 4``.
+    ``processes`` > 1 (processes of one training on these cores) gives each its share:
+    ``cores // processes`` cores (at least 1), whose threads are chosen as above.
     Raises ValueError for a requested count below 1 or a malformed OMP_NUM_THREADS.
     """
     env = os.environ if env is None else env
+    cores = max(1, cores // max(1, int(processes)))
     if requested is not None:
         if int(requested) < 1:
             raise ValueError(f"--threads must be at least 1, got {requested}")
@@ -123,17 +128,18 @@ def choose_thread_policy(cores, requested=None, env=None, wait="set"):
     return ThreadPolicy(max(1, cores - cores // 4), cores, "cores", wait)
 
 
-def apply_thread_policy(requested=None, log=True):
+def apply_thread_policy(requested=None, log=True, processes=1):
     """
     Choose the policy for this process and set torch's intra-op threads to it (unless
-    ``DIGITS_THREAD_POLICY=torch``, then only ``--threads`` is applied). Logs it once per process
-    (on stderr before logging is set up). Returns the ThreadPolicy.
+    ``DIGITS_THREAD_POLICY=torch``, then only ``--threads`` is applied). ``processes``: how many
+    processes of one job share this machine's cores (see choose_thread_policy). Logs it once per
+    process (on stderr before logging is set up). Returns the ThreadPolicy.
     """
     import torch
 
     wait = _state["wait"] or prepare_openmp()
     if policy_enabled():
-        policy = choose_thread_policy(usable_cores(), requested, wait=wait)
+        policy = choose_thread_policy(usable_cores(), requested, wait=wait, processes=processes)
     else:
         threads = int(requested) if requested else torch.get_num_threads()
         policy = ThreadPolicy(threads, usable_cores(), "--threads" if requested else "torch", "off")
