@@ -14,12 +14,14 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from detectron2.structures import Boxes, Instances
 from PIL import Image
 
 from digit_detectron import DigitReader, ReadResult, default_dataset_root, register_digits
 from digit_detectron.checkpoint.bundle import BUNDLE_KEY, read_bundle_config, update_bundle_config
 from digit_detectron.command import main as command_main
-from digit_detectron.config import get_model_cfg
+from digit_detectron.config import get_digit_cfg, get_model_cfg
+from digit_detectron.export.exporter import compare_with_pytorch
 from digit_detectron.export.runtime import read_number
 from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.utils.cli import run_tool
@@ -291,3 +293,41 @@ def test_runtime_reader_equals_the_number_reader():
         number, chosen = read_number(boxes, scores, classes, reader.score_threshs, reader.nms_thresh, 6)
         assert number == reader(boxes, scores, classes)
         assert list(chosen) == reader.select(boxes, scores, classes).tolist()
+
+
+class _Fixed:
+    """Detections fixed in advance (the comparison's inputs), in the predictor's and the runtime's forms."""
+
+    def __init__(self, boxes, scores, classes, cfg=None):
+        self.detections = np.array(boxes, np.float32), np.array(scores, np.float32), np.array(classes, np.int64)
+        self.cfg, self.input_format = cfg, "BGR"
+
+    def __call__(self, images):
+        boxes, scores, classes = self.detections
+        out = Instances(images[0].shape[:2])
+        out.pred_boxes, out.scores, out.pred_classes = (
+            Boxes(torch.from_numpy(boxes)),
+            torch.from_numpy(scores),
+            torch.from_numpy(classes),
+        )
+        return [out]
+
+    def detect(self, image):
+        return self.detections
+
+
+def test_export_check_leaves_out_near_ties_at_the_detection_cap_only():
+    cfg = get_digit_cfg(CONFIG, ["TEST.DETECTIONS_PER_IMAGE", "3", "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.05"])
+    boxes = [[0, 0, 10, 20], [10, 0, 20, 20], [20, 0, 30, 20]]
+    ref = _Fixed(boxes, [0.9, 0.5, 0.30000], [1, 2, 3], cfg)
+    image = np.zeros((32, 32, 3), np.uint8)
+    # At the cap of 3 the third detection of each side ties (0.30000 vs 0.30001): another box and class.
+    tie = _Fixed([*boxes[:2], [2, 2, 12, 22]], [0.9, 0.5, 0.30001], [1, 2, 7])
+    check = compare_with_pytorch(ref, tie, [image])
+    assert check["ok"] and check["borderline_detections_skipped"] == 2 and check["mismatched_images"] == []
+    # Not a tie (0.31): the image differs.
+    other = _Fixed([*boxes[:2], [2, 2, 12, 22]], [0.9, 0.5, 0.31], [1, 2, 7])
+    assert compare_with_pytorch(ref, other, [image])["mismatched_images"] == [0]
+    # Below the cap nothing is left out: a missing detection is a mismatch.
+    missing = _Fixed(boxes[:2], [0.9, 0.5], [1, 2])
+    assert not compare_with_pytorch(ref, missing, [image])["ok"]
