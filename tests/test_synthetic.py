@@ -352,12 +352,18 @@ def test_prepare_synthetic_cli(tmp_path, capsys):
         run_tool(tool.main, [str(root), "--train", "1"])
 
 
-def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
-    """make demo regenerates its synthetic data when the size or seed it asks for changed (e.g. a new
-    default), and uses any other dataset (HW2's) as it is."""
+def load_demo_tool():
+    """tools/demo.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools", "demo.py"))
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
+    return demo
+
+
+def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
+    """make demo regenerates its synthetic data when the size or seed it asks for changed (e.g. a new
+    default), and uses any other dataset (HW2's) as it is."""
+    demo = load_demo_tool()
     root = str(tmp_path / "digits")
     generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC)
     assert demo.synthetic_train_size(root) == (4, 3)
@@ -373,9 +379,7 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
 def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_training(tmp_path):
     """A finished demo training is reused only under the train.json, config and opts it was made with;
     otherwise it is moved aside (not deleted) and the demo trains again."""
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools", "demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_demo_tool()
     root = tmp_path / "digits"
     generate_dataset(str(root), 4, 2, 2, seed=3, geometry=PARAMETRIC)
     # The shipped config and its base, copied: an edit of the base is a config change too.
@@ -424,9 +428,7 @@ def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_tra
 
 
 def test_demo_trains_in_two_processes_on_two_cores_and_names_a_bad_count(tmp_path):
-    spec = importlib.util.spec_from_file_location("demo", os.path.join(REPO_ROOT, "tools", "demo.py"))
-    demo = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(demo)
+    demo = load_demo_tool()
     assert [demo.training_processes("auto", cores) for cores in (1, 2, 16)] == [1, 2, 2]
     assert demo.training_processes("3", 2) == 3
     for bad in ("0", "two", "-1"):

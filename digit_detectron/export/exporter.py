@@ -136,15 +136,13 @@ def compare_with_pytorch(predictor, exported, images_rgb, box_tolerance=1e-3, sc
     worst_box = worst_score = 0.0
     mismatched = []
     borderline = 0
-    cap = predictor.cfg.TEST.DETECTIONS_PER_IMAGE
+    cap, threshold = predictor.cfg.TEST.DETECTIONS_PER_IMAGE, predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
     for i, image in enumerate(images_rgb):
         model_input = image if predictor.input_format == "RGB" else image[:, :, ::-1]
         ref = predictor([np.ascontiguousarray(model_input)])[0]
         boxes, scores, classes = exported.detect(image)
         ref_boxes, ref_scores, ref_classes = ref.pred_boxes.tensor.numpy(), ref.scores.numpy(), ref.pred_classes.numpy()
-        # A detection within the score tolerance of a cut (the score threshold, or the lowest score
-        # kept where both hold DETECTIONS_PER_IMAGE and agree on it) may fall on either side of it.
-        cut = predictor.cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST
+        cut = threshold  # or the lowest kept score, where both sides are at the cap and agree on it
         if cap > 0 and min(len(scores), len(ref_scores)) >= cap:
             lowest = float(scores.min()), float(ref_scores.min())
             if abs(lowest[0] - lowest[1]) <= score_tolerance:
