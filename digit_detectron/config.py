@@ -120,6 +120,10 @@ def add_digit_config(cfg):
     # > 0: the ROI poolers' sampling ratio at inference (points per bin side; training keeps
     # MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO); 0: as trained.
     _C.DIGITS.INFERENCE.POOLER_SAMPLING_RATIO = 0
+    # Images per forward pass in evaluations (train_net.py --eval-only and TEST.EVAL_PERIOD), batched
+    # in order of aspect ratio as DigitPredictor batches files; 1: detectron2's one image at a time in
+    # dataset order. Batches pad images to the widest of the batch, which moves scores slightly.
+    _C.DIGITS.INFERENCE.EVAL_BATCH_SIZE = 8
     # Test-time augmentation / checkpoint ensemble (inference/tta.py), off by default: run the model at
     # every short side of SCALES (empty: INPUT.MIN_SIZE_TEST only; no flips), and every checkpoint of
     # ENSEMBLE_WEIGHTS beside MODEL.WEIGHTS, then merge per class by MERGE ("wbf": weighted box
@@ -289,6 +293,7 @@ def validate_config(cfg):
         "DIGITS.READER.MAX_DIGITS",
         "DIGITS.PRETRAIN.STEPS",
         "DIGITS.PRETRAIN.BATCH_SIZE",
+        "DIGITS.INFERENCE.EVAL_BATCH_SIZE",
     ):
         number(key, 1, integer=True)
     for key in ("SOLVER.EPOCHS", "DIGITS.ITERS_PER_EPOCH", "DATALOADER.NUM_WORKERS", "SOLVER.MAX_ITER"):

@@ -331,3 +331,24 @@ def test_export_check_leaves_out_near_ties_at_the_detection_cap_only():
     # Below the cap nothing is left out: a missing detection is a mismatch.
     missing = _Fixed(boxes[:2], [0.9, 0.5], [1, 2])
     assert not compare_with_pytorch(ref, missing, [image])["ok"]
+
+
+def test_export_check_counts_nms_near_ties_but_fails_when_every_box_moves():
+    cfg = get_digit_cfg(CONFIG, ["MODEL.ROI_HEADS.NMS_THRESH_TEST", "0.5"])
+    boxes = [[0, 0, 10, 20], [10, 0, 20, 20], [20, 0, 30, 20], [30, 0, 40, 20], [40, 0, 50, 20]]
+    scores, classes = [0.99, 0.98, 0.97, 0.96, 0.95], [1, 2, 3, 4, 5]
+    ref = _Fixed(boxes, scores, classes, cfg)
+    image = np.zeros((32, 64, 3), np.uint8)
+    # One digit kept from the other candidate of its NMS cluster: same score, box 1.2 px off (IoU 0.8).
+    tie = _Fixed([*boxes[:4], [41.2, 0.5, 51.2, 20]], scores, classes)
+    check = compare_with_pytorch(ref, tie, [image], max_nms_tie_fraction=0.2)
+    assert check["ok"] and check["nms_near_ties"] == 1 and check["matched_detections"] == 5
+    assert check["max_box_diff_px"] < 1e-3
+    # Every box moved (a decoding error, scores unchanged): not ties, a failed check.
+    shifted = _Fixed([[x0 + 1.2, y0, x1 + 1.2, y1] for x0, y0, x1, y1 in boxes], scores, classes)
+    check = compare_with_pytorch(ref, shifted, [image], max_nms_tie_fraction=0.2)
+    assert not check["ok"] and check["nms_near_ties"] == 5
+    # A moved box whose score moved too is a real difference.
+    moved = _Fixed([*boxes[:4], [41.2, 0.5, 51.2, 20]], [*scores[:4], 0.9], classes)
+    check = compare_with_pytorch(ref, moved, [image], max_nms_tie_fraction=0.2)
+    assert not check["ok"] and check["max_box_diff_px"] > 1

@@ -20,12 +20,18 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes
 
 from digit_detectron import get_digit_cfg, register_digits
 from digit_detectron.analysis.benchmark import child_env, competing_processes, write_table
-from digit_detectron.data.batching import SizeGroupedBatches, build_size_grouped_train_loader, size_group_key
+from digit_detectron.data.batching import (
+    AspectSortedInferenceSampler,
+    SizeGroupedBatches,
+    build_size_grouped_train_loader,
+    size_group_key,
+)
 from digit_detectron.data.mapper import DigitDatasetMapper
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.inference.predictor import DigitPredictor
@@ -35,6 +41,7 @@ from digit_detectron.inference.speed import (
     cpu_has_native_bf16,
     use_backbone_bf16,
 )
+from digit_detectron.utils.errors import ConfigError
 
 from conftest import REPO_ROOT, draw_digits, save_random_checkpoint, tiny_model_opts, write_digit_dataset
 
@@ -90,6 +97,34 @@ def test_trainer_loader_groups_real_images(tmp_path):
     for batch in batches:
         assert len({size_group_key(*d["image"].shape[-2:], 0.25) for d in batch}) == 1
         assert all(len(d["instances"]) > 0 for d in batch)
+
+
+def test_aspect_sorted_inference_sampler_gives_every_index_once_over_processes():
+    aspects = [2.0, 0.5, 3.0, 1.0, 1.5, 4.0, 0.8]
+    shares = [list(AspectSortedInferenceSampler(aspects, rank, 2)) for rank in (0, 1)]
+    assert sorted(shares[0] + shares[1]) == list(range(len(aspects)))
+    assert abs(len(shares[0]) - len(shares[1])) <= 1
+    for share in shares:
+        assert [aspects[i] for i in share] == sorted(aspects[i] for i in share)
+    # interleaved, not split in halves: each process holds narrow and wide images
+    assert {aspects[i] for i in shares[1]} & {0.8, 1.0} and {aspects[i] for i in shares[1]} & {3.0, 4.0}
+    assert len(AspectSortedInferenceSampler(aspects, 0, 1)) == len(aspects)
+
+
+def test_trainer_test_loader_batches_real_images_in_aspect_order(tmp_path):
+    root = write_digit_dataset(tmp_path / "digits", counts=(1, 11, 1))
+    register_digits(str(root), "evalbatch")
+    for batch_size, sizes in ((4, [4, 4, 3]), (1, [1] * 11)):
+        cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["DIGITS.INFERENCE.EVAL_BATCH_SIZE", str(batch_size)])
+        batches = list(DigitTrainer.build_test_loader(cfg, "evalbatch_valid"))
+        assert [len(b) for b in batches] == sizes
+        ids = [d["image_id"] for b in batches for d in b]
+        assert sorted(ids) == sorted(r["image_id"] for r in DatasetCatalog.get("evalbatch_valid"))
+        if batch_size > 1:
+            aspects = [d["width"] / d["height"] for b in batches for d in b]
+            assert aspects == sorted(aspects)
+    with pytest.raises(ConfigError, match="DIGITS.INFERENCE.EVAL_BATCH_SIZE"):
+        get_digit_cfg(CONFIG, ["DIGITS.INFERENCE.EVAL_BATCH_SIZE", "0"])
 
 
 @pytest.fixture(scope="module")

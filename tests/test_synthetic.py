@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -21,7 +22,7 @@ from digit_detectron.data.image_io import read_image
 from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dataset
 from digit_detectron.data.synthetic.glyphs import GlyphBank
 from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
-from digit_detectron.data.synthetic.render import INK_THRESHOLD, _extrude, render_sample
+from digit_detectron.data.synthetic.render import INK_THRESHOLD, _extrude, render_sample, slant_glyphs
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, SPLIT_STYLES, overlap
 from digit_detectron.utils.cli import run_tool
 
@@ -182,6 +183,25 @@ def test_every_glyph_source_renders_digits_whose_boxes_hold_the_ink(source):
     for sample in samples:
         assert sample.digits.tolist() == [0, 1, 4, 7, 8]  # the layout's labels are drawn
     assert_boxes_hold_visible_ink(samples)
+
+
+def test_slanted_glyphs_lean_and_their_boxes_hold_the_ink(glyphs):
+    bar = np.zeros((40, 8), np.uint8)
+    bar[:, 2:6] = 255
+    for slant in (0.3, -0.1):
+        (sheared,) = slant_glyphs([bar], slant)
+        assert sheared.shape[0] == 40 and sheared.shape[1] >= 4 + abs(slant) * 39 - 1  # the bar, leaning
+        top, bottom = (np.nonzero(sheared[row] > 127)[0].mean() for row in (0, 39))
+        assert np.sign(top - bottom) == np.sign(slant) and abs(top - bottom) >= abs(slant) * 39 - 1
+        assert sheared[:, 0].any() and sheared[:, -1].any()  # cropped to the ink, none of it cut off
+    assert bar[:, 2:6].min() == 255 and bar[:, :2].max() == 0  # the bank's mask is left as it was
+    # Every number slanted: the annotator's boxes still hold all of the ink.
+    style = replace(IN_STYLE, glyph_slant_prob=1.0)
+    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([1, 1, 4, 7, 0]))
+    samples = [render_sample(np.random.default_rng([5, i]), layout, glyphs, style) for i in range(8)]
+    assert_boxes_hold_visible_ink(samples)
+    # The held-out style draws no synthetic italics (it keeps its own italic fonts).
+    assert IN_STYLE.glyph_slant_prob > 0 and OUT_OF_STYLE.glyph_slant_prob == 0
 
 
 def test_extrusion_grows_the_masks_that_it_paints():

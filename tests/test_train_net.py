@@ -78,12 +78,35 @@ def test_train_evaluates_every_epoch_and_keeps_best(trained):
 
 def test_eval_only_prints_coco_table(trained):
     root, out, _ = trained
+    # Score threshold 0: an 8-iteration model's class scores sit near 1/11 and can all fall under the
+    # recipe's 0.05, and with no detection COCOEvaluator prints "No predictions" instead of its table.
     log = run_train_net(
-        root, "--eval-only", *tiny_model_opts(out / "eval"), "MODEL.WEIGHTS", str(out / "model_final.pth")
+        root,
+        "--eval-only",
+        *tiny_model_opts(out / "eval"),
+        "MODEL.WEIGHTS",
+        str(out / "model_final.pth"),
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
+        "0.0",
     )
     assert "Evaluation results for bbox" in log
     assert re.search(r"\|\s+AP\s+\|\s+AP50\s+\|\s+AP75\s+\|", log)
     assert "copypaste: Task: number" in log
+    # DIGITS.INFERENCE.EVAL_BATCH_SIZE 8: the 4 validation images in one forward pass
+    assert "Start inference on 1 batches" in log
+
+
+def test_eval_only_reports_unless_no_report(trained):
+    root, out, _ = trained
+    weights = ("MODEL.WEIGHTS", str(out / "model_final.pth"), "DIGITS.REPORT", "True")
+    run_train_net(root, "--eval-only", "--no-report", *tiny_model_opts(out / "quiet"), *weights)
+    assert not os.path.exists(out / "quiet" / "report")
+    log = run_train_net(
+        root, "--eval-only", *tiny_model_opts(out / "reported"), *weights, "DIGITS.INFERENCE.EVAL_BATCH_SIZE", "1"
+    )
+    assert "Start inference on 4 batches" in log
+    report = json.loads((out / "reported" / "report" / "digits_valid" / "report.json").read_text())
+    assert report["images"] == 4
 
 
 def test_resume_continues_at_saved_iteration(trained, tmp_path):

@@ -189,7 +189,9 @@ def main(argv=None):
     prepare_train_dir(train_dir, training_signature(args.data, args.config_file, args.opts))
     if not os.path.isfile(os.path.join(train_dir, "model_final.pth")):
         launch = ["--num-gpus", str(processes), "--dist-url", "auto"] if processes > 1 else []
-        run([py, "tools/train_net.py", *config, "--resume", *launch, "OUTPUT_DIR", train_dir, *args.opts], env)
+        # --no-report: the evaluation below reports every split with the tuned reader.
+        train_cmd = [py, "tools/train_net.py", *config, "--resume", *launch, "--no-report"]
+        run([*train_cmd, "OUTPUT_DIR", train_dir, *args.opts], env)
     weights = os.path.join(train_dir, "model_best.pth")
     if not os.path.isfile(weights):
         weights = os.path.join(train_dir, "model_final.pth")

@@ -8,7 +8,7 @@ Export a trained model to TorchScript or ONNX, with a runtime that needs no dete
 Writes OUT/model.onnx (or model.ts), OUT/model.json (resize, channel order, reader thresholds),
 OUT/digit_runtime.py (numpy + Pillow + onnxruntime, or torch + torchvision for TorchScript) and
 OUT/export_check.json: the exported model against the PyTorch model on --check-images images
-(boxes within 1e-3 px, scores within 1e-4, same classes; a mismatch is an error).
+(boxes within 1e-3 px, scores within 1e-4, same classes, NMS near-ties counted; a mismatch is an error).
 """
 
 import argparse

@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """
 Train or evaluate a digit detector, the detectron2 way (both end with the evaluation report of the
-model, the best checkpoint after training, in OUTPUT_DIR/report/<dataset>/; DIGITS.REPORT False skips it)::
+model, the best checkpoint after training, in OUTPUT_DIR/report/<dataset>/; DIGITS.REPORT False or
+--no-report skips it)::
 
     python tools/train_net.py --config-file configs/digits_cpu.yaml [KEY VALUE ...]
     python tools/train_net.py --eval-only --weights out/model_best.pth   # a bundle: its own config
@@ -35,6 +36,11 @@ def get_parser():
         "--weights",
         default=None,
         help="--eval-only: the model bundle (.pth written by training); no config file needed",
+    )
+    parser.add_argument(
+        "--no-report",
+        action="store_true",
+        help="skip the report at the end (as DIGITS.REPORT False, which the checkpoints' config would keep)",
     )
     return parser
 
@@ -73,14 +79,14 @@ def train(args):
         if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
             by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
             atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), by_dataset, indent=2, default=float)
-            if cfg.DIGITS.REPORT:
+            if cfg.DIGITS.REPORT and not args.no_report:
                 report_datasets(cfg, os.path.join(cfg.OUTPUT_DIR, "report"))
         return results
     trainer = DigitTrainer(cfg)
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     best = os.path.join(cfg.OUTPUT_DIR, "model_best.pth")
-    if comm.is_main_process() and cfg.DIGITS.REPORT and cfg.DATASETS.TEST:
+    if comm.is_main_process() and cfg.DIGITS.REPORT and not args.no_report and cfg.DATASETS.TEST:
         report_cfg = cfg.clone()
         report_cfg.defrost()
         report_cfg.MODEL.WEIGHTS = best if os.path.isfile(best) else os.path.join(cfg.OUTPUT_DIR, "model_final.pth")

@@ -5,7 +5,7 @@ import os
 import weakref
 
 import torch
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.evaluation import DatasetEvaluators
@@ -16,7 +16,7 @@ from detectron2.utils.logger import setup_logger
 
 from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
-from ..data.batching import build_size_grouped_train_loader
+from ..data.batching import build_batched_test_loader, build_size_grouped_train_loader
 from ..data.sampling import mixed_train_data
 from ..inference.speed import apply_training_options
 from ..utils.threads import data_loader_workers
@@ -95,12 +95,12 @@ class DigitTrainer(DefaultTrainer):
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
-        return build_detection_test_loader(
-            cfg,
-            dataset_name,
-            mapper=DigitDatasetMapper(cfg, is_train=False),
-            num_workers=data_loader_workers(cfg.DATALOADER.NUM_WORKERS),
-        )
+        mapper = DigitDatasetMapper(cfg, is_train=False)
+        workers = data_loader_workers(cfg.DATALOADER.NUM_WORKERS)
+        batch_size = cfg.DIGITS.INFERENCE.EVAL_BATCH_SIZE
+        if batch_size == 1:  # detectron2's loader: one image per forward pass, in dataset order
+            return build_detection_test_loader(cfg, dataset_name, mapper=mapper, num_workers=workers)
+        return build_batched_test_loader(DatasetCatalog.get(dataset_name), mapper, batch_size, workers)
 
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):

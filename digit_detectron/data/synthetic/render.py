@@ -27,6 +27,9 @@ RENDER_HEIGHT = 120  # px: images are drawn about this tall (1.25x..3x) and resi
 MAX_RENDER_SIDE = 1600
 # Letters drawn as clutter: none that reads like a digit (O 0, I 1, S 5, B 8, Z 2, G 6, Q 0, D 0).
 CLUTTER_LETTERS = "ACEFHJKLMNPRTUVWXY"
+# Synthetic italics (``styles.Style.glyph_slant_prob``): the rows of every glyph of a number shift
+# right by this share of their height above the baseline (a negative share: a back slant).
+GLYPH_SLANT = (-0.1, 0.3)
 PLAIN_ONE_P = 0.5  # how often a "1" is drawn as a plain shape: a bar, with a flag, with a flag and a base
 PLAIN_ONE_SHAPE_P = (0.5, 0.3, 0.2)
 _SCHEMES = {}
@@ -59,6 +62,8 @@ def render_sample(rng, layout, glyphs, style):
         else font[d][weight]
         for d in digits
     ]
+    if style.glyph_slant_prob > 0 and rng.random() < style.glyph_slant_prob:
+        sources = slant_glyphs(sources, rng.uniform(*GLYPH_SLANT))
     rects = _place_glyphs(rng, boxes, sources)
     unit = float(np.median(boxes[:, 3]))
     affine = _camera_affine(rng, boxes, cw, ch)
@@ -112,6 +117,24 @@ def render_sample(rng, layout, glyphs, style):
     image = _camera_effects(rng, image, style.blurs)
     labels = [_label_box(box, affine, mask, cw / W, ch / H) for box, mask in zip(boxes, final_masks)]
     return Sample(image, np.array(labels).reshape(-1, 4), digits, final_masks)
+
+
+def slant_glyphs(masks, slant):
+    """
+    The glyph ``masks`` (uint8 ink coverage) sheared into italics: each row moves right by ``slant``
+    times its height above the baseline (negative: a back slant), on a canvas grown to hold all of the
+    ink, then cropped to it. New arrays; the GlyphBank's own masks are shared and stay as they are.
+    """
+    out = []
+    for mask in masks:
+        h, w = mask.shape
+        shift = abs(slant) * (h - 1)
+        offset = shift if slant < 0 else 0.0
+        matrix = np.float32([[1, -slant, slant * (h - 1) + offset], [0, 1, 0]])
+        sheared = cv2.warpAffine(mask, matrix, (int(np.ceil(w + shift)), h), flags=cv2.INTER_LINEAR)
+        ys, xs = np.nonzero(sheared)
+        out.append(sheared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else mask)
+    return out
 
 
 def _label_box(box, affine, mask, sx, sy):

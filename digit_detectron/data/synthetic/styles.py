@@ -62,6 +62,9 @@ class Style:
     hue_range: tuple  # (lo, hi) of the random HSV hues, 0..1
     textures: tuple  # names of textures.TEXTURES
     blurs: tuple  # kinds of render._blur
+    # How often a number's glyphs are sheared into synthetic italics (render.slant_glyphs); a rendering
+    # effect, not a style of its own: the held-out style keeps its own italic fonts and draws none.
+    glyph_slant_prob: float = 0.0
 
     def info(self):
         """The style as json-ready data (the dataset json's ``info.style``)."""
@@ -75,6 +78,7 @@ IN_STYLE = Style(
     hue_range=(0.0, 0.5),
     textures=("painted_wall", "siding", "bricks", "scenery"),
     blurs=("gaussian", "low_resolution"),
+    glyph_slant_prob=0.25,  # recipe log, run 10: out-of-style valid 81.75 -> 83.25%, test_ood 84.0 -> 84.0%
 )
 OUT_OF_STYLE = Style(
     name="out-of-style",
