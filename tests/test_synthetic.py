@@ -216,7 +216,7 @@ def test_extrusion_grows_the_masks_that_it_paints():
 
 def test_style_split_is_disjoint_and_recorded_in_the_json(tmp_path):
     assert overlap(IN_STYLE, OUT_OF_STYLE) == {
-        "glyph_sources": [], "palette": [], "textures": [], "blurs": [], "hue_range": []
+        "glyph_sources": [], "palette": [], "textures": [], "blurs": [], "hue_range": [], "font_files": []
     }  # fmt: skip
     assert SPLIT_STYLES["train"] is IN_STYLE and SPLIT_STYLES["valid_instyle"] is IN_STYLE
     assert SPLIT_STYLES["valid"] is SPLIT_STYLES["test"] is SPLIT_STYLES["test_ood"] is OUT_OF_STYLE
@@ -381,12 +381,19 @@ def load_demo_tool():
 
 
 def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
-    """make demo regenerates its synthetic data when the size or seed it asks for changed (e.g. a new
-    default), and uses any other dataset (HW2's) as it is."""
+    """make demo regenerates its synthetic data when the size, seed or training style it asks for
+    changed (e.g. a new default, new fonts), and uses any other dataset (HW2's) as it is."""
     demo = load_demo_tool()
     root = str(tmp_path / "digits")
     generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC)
-    assert demo.synthetic_train_size(root) == (4, 3)
+    assert demo.synthetic_train_size(root) == (4, 3, True)
+    train_json = os.path.join(root, "train.json")
+    with open(train_json) as f:
+        data = json.load(f)
+    data["info"]["style"]["glyph_sources"] = data["info"]["style"]["glyph_sources"][:3]  # an older generator's
+    with open(train_json, "w") as f:
+        json.dump(data, f)
+    assert demo.synthetic_train_size(root) == (4, 3, False)
     hw2 = tmp_path / "hw2"
     hw2.mkdir()
     (hw2 / "train.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))

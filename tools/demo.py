@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from digit_detectron.data.synthetic.styles import SPLIT_STYLES
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
 from digit_detectron.utils.io import atomic_write_json
@@ -88,8 +89,9 @@ def training_processes(value, cores):
 
 def synthetic_train_size(root):
     """
-    (train images, seed) of a dataset that datasets/prepare_synthetic.py made under ``root``, read from
-    its train.json; None for any other data (e.g. HW2's, which the demo then uses as it is) or none.
+    (train images, seed, whether its training style is today's generator's) of a dataset that
+    datasets/prepare_synthetic.py made under ``root``, read from its train.json; None for any other data
+    (e.g. HW2's, which the demo then uses as it is) or none.
     """
     try:
         with open(os.path.join(root, "train.json")) as f:
@@ -99,7 +101,7 @@ def synthetic_train_size(root):
     info = data.get("info") if isinstance(data, dict) else None
     if not isinstance(info, dict) or not isinstance(info.get("style"), dict):  # the generator's mark, as dataset_style
         return None
-    return len(data.get("images", [])), info.get("seed")
+    return len(data.get("images", [])), info.get("seed"), info["style"] == SPLIT_STYLES["train"].info()
 
 
 def training_signature(data_root, config_file, opts):
@@ -171,10 +173,11 @@ def main(argv=None):
     start = time.time()
     present = os.path.isfile(os.path.join(args.data, "test_ood.json"))
     made = synthetic_train_size(args.data) if present else None
-    if made is not None and made != (args.train, args.seed):
+    if made is not None and made != (args.train, args.seed, True):
+        older = "" if made[2] else ", in an older generator's training style"
         print(
-            f"{args.data}: synthetic data of {made[0]} train images (seed {made[1]}); the demo asks for "
-            f"{args.train} (seed {args.seed}): generating it again"
+            f"{args.data}: synthetic data of {made[0]} train images (seed {made[1]}{older}); the demo asks "
+            f"for {args.train} (seed {args.seed}) in today's style: generating it again"
         )
         present = False
     if not present:

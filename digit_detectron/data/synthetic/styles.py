@@ -99,10 +99,19 @@ SPLIT_STYLES = {
 }
 
 
+FONT_KINDS = ("ttf", "stencil")  # glyph-source kinds drawn from a font file
+
+
+def font_files(style):
+    """The font files behind a style's glyph sources (a stencil cut from a font uses that font's file)."""
+    return {name.partition(":")[2] for name in style.glyph_sources if name.partition(":")[0] in FONT_KINDS}
+
+
 def overlap(a, b):
     """What two styles share, per field (empty lists for a disjoint split)."""
     fields = ("glyph_sources", "palette", "textures", "blurs")
     shared = {f: sorted(set(getattr(a, f)) & set(getattr(b, f))) for f in fields}
+    shared["font_files"] = sorted(font_files(a) & font_files(b))
     lo, hi = max(a.hue_range[0], b.hue_range[0]), min(a.hue_range[1], b.hue_range[1])
     shared["hue_range"] = [lo, hi] if hi > lo else []
     return shared
