@@ -386,21 +386,21 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     demo = load_demo_tool()
     root = str(tmp_path / "digits")
     generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC)
-    assert demo.synthetic_train_size(root) == (4, 3, True)
+    assert demo.synthetic_data_made(root) == (4, 3, True)
     train_json = os.path.join(root, "train.json")
     with open(train_json) as f:
         data = json.load(f)
     data["info"]["style"]["glyph_sources"] = data["info"]["style"]["glyph_sources"][:3]  # an older generator's
     with open(train_json, "w") as f:
         json.dump(data, f)
-    assert demo.synthetic_train_size(root) == (4, 3, False)
+    assert demo.synthetic_data_made(root) == (4, 3, False)
     hw2 = tmp_path / "hw2"
     hw2.mkdir()
     (hw2 / "train.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
-    assert demo.synthetic_train_size(str(hw2)) is None
-    assert demo.synthetic_train_size(str(tmp_path / "missing")) is None
+    assert demo.synthetic_data_made(str(hw2)) is None
+    assert demo.synthetic_data_made(str(tmp_path / "missing")) is None
     (hw2 / "train.json").write_text("{not json")
-    assert demo.synthetic_train_size(str(hw2)) is None
+    assert demo.synthetic_data_made(str(hw2)) is None
 
 
 def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_training(tmp_path):

@@ -87,7 +87,7 @@ def training_processes(value, cores):
     return processes
 
 
-def synthetic_train_size(root):
+def synthetic_data_made(root):
     """
     (train images, seed, whether its training style is today's generator's) of a dataset that
     datasets/prepare_synthetic.py made under ``root``, read from its train.json; None for any other data
@@ -172,7 +172,7 @@ def main(argv=None):
     out = args.output
     start = time.time()
     present = os.path.isfile(os.path.join(args.data, "test_ood.json"))
-    made = synthetic_train_size(args.data) if present else None
+    made = synthetic_data_made(args.data) if present else None
     if made is not None and made != (args.train, args.seed, True):
         older = "" if made[2] else ", in an older generator's training style"
         print(
