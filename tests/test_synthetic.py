@@ -381,7 +381,7 @@ def load_demo_tool():
 
 
 def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
-    """make demo regenerates its synthetic data when the size, seed or training style it asks for
+    """make demo regenerates its synthetic data when the size, seed or a split's style it asks for
     changed (e.g. a new default, new fonts), and uses any other dataset (HW2's) as it is."""
     demo = load_demo_tool()
     root = str(tmp_path / "digits")
@@ -390,8 +390,18 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     train_json = os.path.join(root, "train.json")
     with open(train_json) as f:
         data = json.load(f)
+    original = json.dumps(data)
     data["info"]["style"]["glyph_sources"] = data["info"]["style"]["glyph_sources"][:3]  # an older generator's
     with open(train_json, "w") as f:
+        json.dump(data, f)
+    assert demo.synthetic_data_made(root) == (4, 3, False)
+    with open(train_json, "w") as f:
+        f.write(original)
+    valid_json = os.path.join(root, "valid.json")
+    with open(valid_json) as f:
+        data = json.load(f)
+    data["info"]["style"]["palette"] = ["white"]  # the held-out style changed
+    with open(valid_json, "w") as f:
         json.dump(data, f)
     assert demo.synthetic_data_made(root) == (4, 3, False)
     hw2 = tmp_path / "hw2"

@@ -35,6 +35,7 @@ import subprocess
 import sys
 import time
 
+from digit_detectron.data.synthetic.generate import LABELLED
 from digit_detectron.data.synthetic.styles import SPLIT_STYLES
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
@@ -89,19 +90,33 @@ def training_processes(value, cores):
 
 def synthetic_data_made(root):
     """
-    (train images, seed, whether its training style is today's generator's) of a dataset that
-    datasets/prepare_synthetic.py made under ``root``, read from its train.json; None for any other data
-    (e.g. HW2's, which the demo then uses as it is) or none.
+    (train images, seed, whether every split's style is today's generator's) of a dataset that
+    datasets/prepare_synthetic.py made under ``root``, read from its train.json and the other labelled
+    splits' jsons found there; None for any other data (e.g. HW2's, which the demo then uses as it is)
+    or none.
     """
+    train = _generator_json(os.path.join(root, "train.json"))
+    if train is None:
+        return None
+    current = True
+    for split in LABELLED:
+        data = train if split == "train" else _generator_json(os.path.join(root, f"{split}.json"))
+        if data is not None:
+            current &= data["info"]["style"] == SPLIT_STYLES[split].info()
+    return len(train.get("images", [])), train["info"].get("seed"), current
+
+
+def _generator_json(path):
+    """The dataset json at ``path`` when the synthetic generator wrote it (its info.style), else None."""
     try:
-        with open(os.path.join(root, "train.json")) as f:
+        with open(path) as f:
             data = json.load(f)
     except (OSError, ValueError):
         return None
     info = data.get("info") if isinstance(data, dict) else None
     if not isinstance(info, dict) or not isinstance(info.get("style"), dict):  # the generator's mark, as dataset_style
         return None
-    return len(data.get("images", [])), info.get("seed"), info["style"] == SPLIT_STYLES["train"].info()
+    return data
 
 
 def training_signature(data_root, config_file, opts):
@@ -174,7 +189,7 @@ def main(argv=None):
     present = os.path.isfile(os.path.join(args.data, "test_ood.json"))
     made = synthetic_data_made(args.data) if present else None
     if made is not None and made != (args.train, args.seed, True):
-        older = "" if made[2] else ", in an older generator's training style"
+        older = "" if made[2] else ", in an older generator's styles"
         print(
             f"{args.data}: synthetic data of {made[0]} train images (seed {made[1]}{older}); the demo asks "
             f"for {args.train} (seed {args.seed}) in today's style: generating it again"
