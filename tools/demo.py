@@ -1,10 +1,11 @@
 #!/usr/bin/env python
 """
 `make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): 31 minutes measured on a
-Sapphire Rapids Xeon (the 6-epoch recipe before it: about 50 on an EPYC without AVX-512, estimated).
+Sapphire Rapids Xeon, 38 on an AMD EPYC without AVX-512 (float32 training there), set-up included.
 
-1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present:
-   train in-style, valid / test / test_ood out-of-style, valid_instyle in-style;
+1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present in the
+   size, seed and styles asked for: train in-style, valid / test / test_ood out-of-style, valid_instyle
+   in-style;
 2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation on the out-of-style
    validation split, whose AP picks the best checkpoint), in two one-thread processes on 2+ cores
    (``--processes``; 0.38 against 0.43 s per step for one two-thread process, benchmarks/speed.md);
