@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 GLYPH_HEIGHT = 96  # px, the height of "0" in every source
+FONT_KINDS = ("ttf", "stencil")  # glyph-source kinds drawn from a font file (``<kind>:<file>``)
 # Stroke-weight variants: erosion (< 0) or dilation (> 0) radius in px at GLYPH_HEIGHT.
 WEIGHTS = (-2, 0, 3, 6)
 # How often each weight is drawn.
@@ -121,7 +122,7 @@ def plain_ones(stroke, height):
 def render_source(name, font_dir, height):
     """The 10 digit masks (cropped to the ink) of source ``name``; None for a font file that is absent."""
     kind, _, detail = name.partition(":")
-    if kind in ("ttf", "stencil"):
+    if kind in FONT_KINDS:
         path = os.path.join(font_dir, detail)
         if not os.path.isfile(path):
             return None

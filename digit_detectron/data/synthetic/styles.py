@@ -8,6 +8,8 @@ model in the training style. Each split's style is recorded in its json ``info``
 
 from dataclasses import asdict, dataclass
 
+from .glyphs import FONT_KINDS
+
 # Glyph sources (``glyphs.render_source``): sans-serif and monospace families, Computer Modern's
 # upright faces, four Hershey faces, seven-segment and a sans stencil for training ...
 IN_STYLE_SOURCES = (
@@ -99,12 +101,10 @@ SPLIT_STYLES = {
 }
 
 
-FONT_KINDS = ("ttf", "stencil")  # glyph-source kinds drawn from a font file
-
-
 def font_files(style):
     """The font files behind a style's glyph sources (a stencil cut from a font uses that font's file)."""
-    return {name.partition(":")[2] for name in style.glyph_sources if name.partition(":")[0] in FONT_KINDS}
+    kinds_and_files = (name.partition(":")[::2] for name in style.glyph_sources)
+    return {file for kind, file in kinds_and_files if kind in FONT_KINDS}
 
 
 def overlap(a, b):
