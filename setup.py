@@ -32,6 +32,8 @@ INSTALL_REQUIRES = [
     "setuptools<81",  # detectron2.model_zoo imports pkg_resources
     # Data tools.
     "h5py>=3.8,<4",
+    # The synthetic generator's photo backgrounds: the sample photos scikit-image ships (read as files).
+    "scikit-image>=0.22,<0.27",
     "PyYAML>=5.1,<7",
 ]
 

@@ -134,3 +134,41 @@ def test_report_files_and_headline(tmp_path):
     spec.loader.exec_module(module)
     text = module.main([str(out), str(out / "report.json")])
     assert "wrong digit" in text and "accuracy" in text and text.count("tiny") >= 2
+
+
+def test_report_shows_accuracy_by_glyph_source_of_synthetic_data(tmp_path):
+    from digit_detectron.data.synthetic.generate import generate_dataset
+
+    root = str(tmp_path / "synthetic")
+    generate_dataset(root, 1, 12, 0, seed=2, geometry="parametric")
+    with open(os.path.join(root, "valid.json")) as f:
+        sources = {img["id"]: img["glyph_source"] for img in json.load(f)["images"]}
+    register_digits(root, "bysource")
+    records = get_dataset_dicts("bysource_valid")
+    assert {r["image_id"]: r["glyph_source"] for r in records} == sources  # the loader keeps the json's name
+    # Perfect predictions but for the first image, whose digits are all dropped.
+    predictions = {}
+    for i, record in enumerate(records):
+        truth = record_ground_truth(record)
+        keep = slice(len(truth["boxes"])) if i else slice(0)
+        predictions[record["file_name"]] = (truth["boxes"][keep], np.full(len(truth["boxes"]), 0.9)[keep],
+                                            truth["classes"][keep])  # fmt: skip
+    out = tmp_path / "report"
+    report = write_report(records, predictions, NumberReader((0.5,), 0.3, 6), str(out), title="synthetic")
+    by_source = report["accuracy_by_glyph_source"]
+    assert sum(v["images"] for v in by_source.values()) == len(records) == 12
+    assert set(by_source) == set(sources.values())
+    failed = records[0]["glyph_source"]
+    for name, v in by_source.items():
+        expected = 1 - 1 / v["images"] if name == failed else 1.0
+        assert v["accuracy"] == pytest.approx(expected)
+    assert (out / "accuracy_by_glyph_source.png").stat().st_size > 1000
+    assert json.loads((out / "accuracy_by_glyph_source.json").read_text())["accuracy_by_glyph_source"] == by_source
+    # Data without the generator's names (HW2, SVHN) gets no such table.
+    plain = write_digit_dataset(tmp_path / "plain", counts=(1, 3, 0))
+    register_digits(plain, "nosource")
+    plain_records = get_dataset_dicts("nosource_valid")
+    plain_predictions = {r["file_name"]: (np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)) for r in plain_records}
+    plain_report = write_report(plain_records, plain_predictions, NumberReader((0.5,), 0.3, 6), str(tmp_path / "p"))
+    assert "accuracy_by_glyph_source" not in plain_report
+    assert not (tmp_path / "p" / "accuracy_by_glyph_source.png").exists()

@@ -22,8 +22,9 @@ from digit_detectron.data.image_io import read_image
 from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dataset
 from digit_detectron.data.synthetic.glyphs import GlyphBank
 from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
-from digit_detectron.data.synthetic.render import INK_THRESHOLD, _extrude, render_sample, slant_glyphs
+from digit_detectron.data.synthetic.render import INK_THRESHOLD, _extrude, render_sample, slant_glyphs, warp_glyphs
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, SPLIT_STYLES, overlap
+from digit_detectron.data.synthetic.textures import PHOTOS, ColourScheme, load_photo, photo, random_background
 from digit_detectron.utils.cli import run_tool
 
 from conftest import GEOMETRY, REPO_ROOT
@@ -131,6 +132,7 @@ def test_files_match_the_rendered_samples(dataset, glyphs):
         assert np.array_equal(read_image(record["file_name"], "RGB"), sample.image)
         assert [a["bbox"] for a in record["annotations"]] == sample.boxes.astype(float).tolist()
         assert [a["category_id"] for a in record["annotations"]] == sample.digits.tolist()
+        assert record["glyph_source"] == sample.source and sample.source in IN_STYLE.glyph_sources
 
 
 def assert_boxes_hold_visible_ink(samples):
@@ -204,6 +206,58 @@ def test_slanted_glyphs_lean_and_their_boxes_hold_the_ink(glyphs):
     assert IN_STYLE.glyph_slant_prob > 0 and OUT_OF_STYLE.glyph_slant_prob == 0
 
 
+def test_bent_glyphs_change_shape_keep_their_ink_and_their_boxes_hold_it(glyphs):
+    zero = glyphs.masks[0][0][1]
+    rng = np.random.default_rng(3)
+    bent = warp_glyphs([zero, zero], rng, 0.04, 0.5)
+    ink = (zero > 127).sum()
+    for mask in bent:
+        assert mask.dtype == np.uint8 and mask[:, 0].any() and mask[0].any()  # cropped to the ink
+        assert 0.7 * ink <= (mask > 127).sum() <= 1.3 * ink  # strokes moved, not erased or smeared
+        assert abs(mask.shape[0] - zero.shape[0]) <= 0.25 * zero.shape[0]
+    small = tuple(min(a.shape[i], b.shape[i], zero.shape[i]) for i in (0, 1) for a, b in [bent])
+    differs = [np.mean(np.abs(m[: small[0], : small[1]].astype(int) - zero[: small[0], : small[1]])) > 5 for m in bent]
+    assert all(differs) and not np.array_equal(bent[0], bent[1])  # each glyph bent its own way
+    assert np.array_equal(warp_glyphs([zero], np.random.default_rng(3), 0.04, 0.5)[0], bent[0])  # per seed
+    assert warp_glyphs([zero], rng, 0.0, 0.5)[0].shape == zero.shape  # no displacement: the glyph itself
+    # Every number bent (and slanted): the annotator's boxes still hold all of the ink.
+    style = replace(IN_STYLE, glyph_warp_prob=1.0, glyph_slant_prob=0.5)
+    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([1, 1, 4, 7, 0]))
+    samples = [render_sample(np.random.default_rng([6, i]), layout, glyphs, style) for i in range(8)]
+    assert_boxes_hold_visible_ink(samples)
+    assert IN_STYLE.glyph_warp_prob > 0 and OUT_OF_STYLE.glyph_warp_prob == 0
+
+
+def test_photo_backgrounds_are_tinted_crops_of_real_photos(glyphs):
+    assert set(IN_STYLE.photos) <= set(PHOTOS) and "photo" in IN_STYLE.textures
+    for name in IN_STYLE.photos:
+        grey = load_photo(name)  # a real file of scikit-image's samples, normalised
+        assert grey.ndim == 2 and min(grey.shape) >= 300
+        assert abs(float(grey.mean())) < 1e-3 and abs(float(grey.std()) - 1) < 1e-3
+    scheme = ColourScheme(IN_STYLE.palette, IN_STYLE.hue_range)
+    colour = np.array([200.0, 120.0, 40.0], np.float32)
+    crops = [photo(np.random.default_rng([4, i]), 60, 150, colour, IN_STYLE.photos) for i in range(6)]
+    for crop in crops:
+        assert crop.shape == (60, 150, 3) and crop.std() > 3  # the photo's structure shows
+        # tinted: every pixel is the colour times one shade, so the channels keep the colour's ratios
+        shade = crop / colour
+        assert np.allclose(shade[..., 0], shade[..., 1], atol=1e-4) and np.allclose(
+            shade[..., 0], shade[..., 2], atol=1e-4
+        )
+    assert not np.allclose(crops[0], crops[1])
+    again = photo(np.random.default_rng([4, 0]), 60, 150, colour, IN_STYLE.photos)
+    assert np.array_equal(again, crops[0])  # deterministic per seed
+    wall = random_background(np.random.default_rng(1), 60, 150, colour, 30, scheme, ("photo",), ("coffee",))
+    assert wall.shape == (60, 150, 3) and wall.std() > 3 and np.allclose(wall[..., 1] / wall[..., 0], 0.6, atol=1e-4)
+    with pytest.raises(ValueError, match="photo"):
+        random_background(np.random.default_rng(1), 60, 150, colour, 30, scheme, ("photo",), ())
+    # Numbers drawn on photo walls: boxes hold visible ink.
+    style = replace(IN_STYLE, textures=("photo",))
+    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([2, 1, 4, 7, 0]))
+    samples = [render_sample(np.random.default_rng([8, i]), layout, glyphs, style) for i in range(8)]
+    assert_boxes_hold_visible_ink(samples)
+
+
 def test_extrusion_grows_the_masks_that_it_paints():
     fill = np.zeros((40, 60), np.uint8)
     fill[10:30, 20:26] = 255
@@ -216,7 +270,8 @@ def test_extrusion_grows_the_masks_that_it_paints():
 
 def test_style_split_is_disjoint_and_recorded_in_the_json(tmp_path):
     assert overlap(IN_STYLE, OUT_OF_STYLE) == {
-        "glyph_sources": [], "palette": [], "textures": [], "blurs": [], "hue_range": [], "font_files": []
+        "glyph_sources": [], "palette": [], "textures": [], "blurs": [], "photos": [], "hue_range": [],
+        "font_files": [],
     }  # fmt: skip
     assert SPLIT_STYLES["train"] is IN_STYLE and SPLIT_STYLES["valid_instyle"] is IN_STYLE
     assert SPLIT_STYLES["valid"] is SPLIT_STYLES["test"] is SPLIT_STYLES["test_ood"] is OUT_OF_STYLE
@@ -481,3 +536,15 @@ def test_demo_trains_in_two_processes_on_two_cores_and_names_a_bad_count(tmp_pat
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --processes")
     assert os.listdir(tmp_path) == []
+
+
+def test_demo_names_the_weakest_glyph_sources():
+    demo = load_demo_tool()
+    by_source = {
+        "dotmatrix": {"images": 20, "accuracy": 0.6},
+        "ttf:cmti10.ttf": {"images": 25, "accuracy": 0.56},
+        "hershey:plain": {"images": 30, "accuracy": 0.9},
+        "segment7-slant": {"images": 22, "accuracy": 0.95},
+    }
+    line = demo.weakest_sources(by_source, n=2)
+    assert line == "ttf:cmti10.ttf 56% of 25, dotmatrix 60% of 20"

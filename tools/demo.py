@@ -256,8 +256,17 @@ def main(argv=None):
     for name in EVAL_SPLITS:
         folder = os.path.join(eval_dir, "report", name)
         if os.path.isfile(os.path.join(folder, "report.json")):
-            print(f"Report {folder}: {headline(load_report(folder))}")
+            report = load_report(folder)
+            print(f"Report {folder}: {headline(report)}")
+            if report.get("accuracy_by_glyph_source"):
+                print(f"  weakest glyph sources: {weakest_sources(report['accuracy_by_glyph_source'])}")
     return results
+
+
+def weakest_sources(by_source, n=3):
+    """The ``n`` glyph sources read worst (a report's accuracy_by_glyph_source), as one line."""
+    worst = sorted(by_source.items(), key=lambda kv: kv[1]["accuracy"])[:n]
+    return ", ".join(f"{name} {v['accuracy']:.0%} of {v['images']}" for name, v in worst)
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ def load_digits_json(json_file, image_dir):
             "width": int(img["width"]),
             "annotations": [],
         }
+        if isinstance(img.get("glyph_source"), str):  # the synthetic generator's record of the font
+            records[img["id"]]["glyph_source"] = img["glyph_source"]
 
     clipped = 0
     for ann in data["annotations"]:

@@ -12,7 +12,9 @@ beside it, and everything in ``report.json``:
 * ``error_kinds.png``: every image's whole number as one kind (``number_error_kind``) with counts
   and shares; ``gallery_<kind>.png``: the least confident images of each error kind, prediction
   beside ground truth;
-* ``ap_by_height.png``: COCO AP and AP50 by ground-truth box height band in the image's pixels.
+* ``ap_by_height.png``: COCO AP and AP50 by ground-truth box height band in the image's pixels;
+* ``accuracy_by_glyph_source.png``: whole-number accuracy per font (glyph source), for data whose json
+  names each image's ``glyph_source`` (the synthetic generator's), so one sees which unseen faces fail.
 
 ``tools/compare_runs.py A B`` prints two reports side by side.
 """
@@ -252,9 +254,19 @@ def evaluate_readings(records, predictions, reader):
                 "true": true_digits,
                 "number": digits_to_number([int(c) for c in read_digits]),
                 "kind": number_error_kind(read_digits, true_digits),
+                "glyph_source": record.get("glyph_source"),
             }
         )
     return rows
+
+
+def accuracy_by_glyph_source(rows):
+    """{glyph source: {"images", "accuracy"}} over the rows (``evaluate_readings``) that name one, by name."""
+    groups = {}
+    for r in rows:
+        if r["glyph_source"] is not None:
+            groups.setdefault(r["glyph_source"], []).append(r["kind"] in RIGHT_KINDS)
+    return {name: {"images": len(right), "accuracy": sum(right) / len(right)} for name, right in sorted(groups.items())}
 
 
 def write_report(records, predictions, reader, output_dir, gallery_size=8, title=""):
@@ -293,12 +305,18 @@ def write_report(records, predictions, reader, output_dir, gallery_size=8, title
         "confusion_matrix": {"rows_true_cols_read": matrix.tolist(), "labels": [str(d) for d in range(10)] + ["bg"]},
         "galleries": {},
     }
+    by_source = accuracy_by_glyph_source(rows)
+    if by_source:
+        report["accuracy_by_glyph_source"] = by_source
     _plot_pr(curves, tables["per_class"], os.path.join(output_dir, "pr_curves.png"), title)
     _plot_confusion(matrix, os.path.join(output_dir, "confusion_matrix.png"), title)
     _plot_kinds(kinds, os.path.join(output_dir, "error_kinds.png"), title)
     _plot_heights(tables["by_height"], os.path.join(output_dir, "ap_by_height.png"), title)
     beside = {"pr_curves": "pr_iou50", "confusion_matrix": "confusion_matrix", "error_kinds": "error_kinds"}
     beside["ap_by_height"] = "ap_by_height"
+    if by_source:
+        _plot_sources(by_source, report["accuracy"], os.path.join(output_dir, "accuracy_by_glyph_source.png"), title)
+        beside["accuracy_by_glyph_source"] = "accuracy_by_glyph_source"
     for name, key in beside.items():
         atomic_write_json(os.path.join(output_dir, f"{name}.json"), {key: report[key], "title": title}, indent=1)
     for kind in ERROR_KINDS[2:]:
@@ -417,6 +435,22 @@ def _plot_heights(by_height, path, title):
     ax.set_xticks(x, [f"{n}\n({by_height[n]['boxes']} boxes)" for n in names])
     ax.set(ylabel="AP (%)", ylim=(0, 100), title=f"{title} AP by digit height".strip())
     ax.legend(fontsize=8)
+    _save(fig, path)
+    plt.close(fig)
+
+
+def _plot_sources(by_source, accuracy, path, title):
+    plt = _figure()
+    names = sorted(by_source, key=lambda n: by_source[n]["accuracy"])
+    fig, ax = plt.subplots(figsize=(6.5, 1.2 + 0.28 * len(names)))
+    shares = [by_source[n]["accuracy"] * 100 for n in names]
+    ax.barh(names, shares, color=["#c44e52" if s < accuracy * 100 else "#4c9f50" for s in shares])
+    for i, n in enumerate(names):
+        ax.text(shares[i], i, f" {shares[i]:.0f}% of {by_source[n]['images']}", va="center", fontsize=7)
+    ax.axvline(accuracy * 100, color="black", lw=1, ls="--", label=f"all images {accuracy:.1%}")
+    ax.set(xlabel="whole numbers read right (%)", xlim=(0, 112), title=f"{title} accuracy by glyph source".strip())
+    ax.tick_params(axis="y", labelsize=7)
+    ax.legend(fontsize=7, loc="lower right")
     _save(fig, path)
     plt.close(fig)
 

@@ -7,6 +7,9 @@ Synthetic SVHN-like house-number datasets in the NYCU HW2 layout (the embedded d
     ROOT/valid_instyle/1.png ...  ROOT/valid_instyle.json   in-style (optional)
     ROOT/test_ood/1.png ...       ROOT/test_ood.json        out-of-style, never used to choose (optional)
 
+Each json image entry also names the glyph source its digits were drawn from (``glyph_source``), so
+that the evaluation report can show accuracy per font.
+
 The styles are the two disjoint sides of ``styles``' split, recorded in each json's ``info``. Image
 sizes and box layouts (and the digits, when the geometry file labels them) come from real SVHN
 geometry (``layout``); each image is drawn from its own seed ``(seed, split, image id)``, so a dataset
@@ -90,13 +93,15 @@ def _render_and_write(task, renderer=None):
     sample = (renderer or _renderer)(split, image_id)
     _write_png(os.path.join(folder, f"{image_id}.png"), sample.image)
     height, width = sample.image.shape[:2]
-    return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist()
+    return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist(), sample.source
 
 
 def _coco_json(records, split, seed):
     images, annotations = [], []
-    for _, image_id, width, height, boxes, digits in records:
-        images.append({"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width})
+    for _, image_id, width, height, boxes, digits, source in records:
+        images.append(
+            {"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width, "glyph_source": source}
+        )
         for box, digit in zip(boxes, digits):
             annotations.append(
                 {

@@ -1,9 +1,9 @@
 """
 Render one synthetic house-number photo into a given box layout, in a ``styles.Style``: a textured
-wall, an optional plate, the digits (one glyph source, weight and colour per number, slight rotation
-and shear, sometimes an outline, drop shadow or 3-D extrusion), unlabelled clutter (cut-off digits at
-the image edge, letters), then camera effects (down-scaling from 1.25-3x, the style's blur, noise,
-colour cast, JPEG).
+wall (procedural, or a tinted crop of a real photo), an optional plate, the digits (one glyph source,
+weight and colour per number, slight rotation and shear, sometimes slanted or bent, sometimes an
+outline, drop shadow or 3-D extrusion), unlabelled clutter (cut-off digits at the image edge,
+letters), then camera effects (down-scaling from 1.25-3x, the style's blur, noise, colour cast, JPEG).
 
 Boxes follow the SVHN annotators: a digit's box is its layout box (moved with the plate's rotation
 and shear), and its ink fills the box's height with the glyph's own aspect ratio, so a thin "1" sits in a
@@ -16,11 +16,12 @@ import cv2
 import numpy as np
 
 from .glyphs import WEIGHT_P, WEIGHTS
-from .textures import ColourScheme, linear_ramp, painted_wall, random_background
+from .textures import ColourScheme, linear_ramp, painted_wall, random_background, value_noise
 
 # image: HxWx3 uint8 RGB; boxes: (k, 4) int XYWH, each holding its digit's ink; digits: (k,) 0..9;
-# masks: (k, H, W) float32 ink coverage of each digit in the final image.
-Sample = namedtuple("Sample", ["image", "boxes", "digits", "masks"])
+# masks: (k, H, W) float32 ink coverage of each digit in the final image; source: the glyph source's
+# name (``glyphs``), which the dataset json records per image.
+Sample = namedtuple("Sample", ["image", "boxes", "digits", "masks", "source"])
 
 INK_THRESHOLD = 0.5  # a pixel is ink when the digit covers at least this fraction of it
 RENDER_HEIGHT = 120  # px: images are drawn about this tall (1.25x..3x) and resized down
@@ -30,6 +31,11 @@ CLUTTER_LETTERS = "ACEFHJKLMNPRTUVWXY"
 # Synthetic italics (``styles.Style.glyph_slant_prob``): the rows of every glyph of a number shift
 # right by this share of their height above the baseline (a negative share: a back slant).
 GLYPH_SLANT = (-0.1, 0.3)
+# Bent glyphs (``styles.Style.glyph_warp_prob``): every glyph of a number displaced by smooth random
+# noise whose standard deviation is a share of the glyph height drawn from GLYPH_WARP, its features a
+# share drawn from GLYPH_WARP_CELL of the height apart (the whole number bent alike, each glyph its own way).
+GLYPH_WARP = (0.015, 0.04)
+GLYPH_WARP_CELL = (0.4, 0.8)
 PLAIN_ONE_P = 0.5  # how often a "1" is drawn as a plain shape: a bar, with a flag, with a flag and a base
 PLAIN_ONE_SHAPE_P = (0.5, 0.3, 0.2)
 _SCHEMES = {}
@@ -64,12 +70,14 @@ def render_sample(rng, layout, glyphs, style):
     ]
     if style.glyph_slant_prob > 0 and rng.random() < style.glyph_slant_prob:
         sources = slant_glyphs(sources, rng.uniform(*GLYPH_SLANT))
+    if style.glyph_warp_prob > 0 and rng.random() < style.glyph_warp_prob:
+        sources = warp_glyphs(sources, rng, rng.uniform(*GLYPH_WARP), rng.uniform(*GLYPH_WARP_CELL))
     rects = _place_glyphs(rng, boxes, sources)
     unit = float(np.median(boxes[:, 3]))
     affine = _camera_affine(rng, boxes, cw, ch)
     extent = _extent(_rect_corners(boxes), affine)
 
-    image = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures)
+    image = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures, style.photos)
     if rng.random() < 0.3:
         image = _add_second_surface(rng, image, extent, unit, scheme, style)
     if rng.random() < 0.25:
@@ -116,7 +124,7 @@ def render_sample(rng, layout, glyphs, style):
     )
     image = _camera_effects(rng, image, style.blurs)
     labels = [_label_box(box, affine, mask, cw / W, ch / H) for box, mask in zip(boxes, final_masks)]
-    return Sample(image, np.array(labels).reshape(-1, 4), digits, final_masks)
+    return Sample(image, np.array(labels).reshape(-1, 4), digits, final_masks, glyphs.font_names[source])
 
 
 def slant_glyphs(masks, slant):
@@ -134,6 +142,27 @@ def slant_glyphs(masks, slant):
         sheared = cv2.warpAffine(mask, matrix, (int(np.ceil(w + shift)), h), flags=cv2.INTER_LINEAR)
         ys, xs = np.nonzero(sheared)
         out.append(sheared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else mask)
+    return out
+
+
+def warp_glyphs(masks, rng, amplitude, cell):
+    """
+    The glyph ``masks`` (uint8 ink coverage) bent by a smooth random displacement field each: noise
+    of standard deviation ``amplitude`` times the glyph height with features ``cell`` times the height
+    apart (``textures.value_noise``), on a canvas padded to hold the moved ink, then cropped to it.
+    New arrays; the GlyphBank's own masks stay as they are.
+    """
+    out = []
+    for mask in masks:
+        h = mask.shape[0]
+        pad = int(np.ceil(3 * amplitude * h)) + 1
+        padded = np.pad(mask, pad)
+        ph, pw = padded.shape
+        dx, dy = (value_noise(rng, ph, pw, cell * h) * np.float32(amplitude * h) for _ in range(2))
+        gx, gy = np.meshgrid(np.arange(pw, dtype=np.float32), np.arange(ph, dtype=np.float32))
+        warped = cv2.remap(padded, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        ys, xs = np.nonzero(warped)
+        out.append(warped[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else mask)
     return out
 
 
@@ -270,7 +299,7 @@ def _add_second_surface(rng, image, extent, unit, scheme, style):
         coords = coords[::-1]
     edge = np.clip(where - coords + 0.5, 0, 1)
     alpha = edge[None, :, None] if side in (0, 2) else edge[:, None, None]
-    other = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures)
+    other = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures, style.photos)
     return image * (1 - alpha) + other * alpha
 
 

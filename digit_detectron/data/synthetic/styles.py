@@ -62,11 +62,15 @@ class Style:
     glyph_sources: tuple
     palette: tuple  # names of textures.PALETTE entries
     hue_range: tuple  # (lo, hi) of the random HSV hues, 0..1
-    textures: tuple  # names of textures.TEXTURES
+    textures: tuple  # names of textures.TEXTURES, and "photo" for a crop of one of ``photos``
     blurs: tuple  # kinds of render._blur
     # How often a number's glyphs are sheared into synthetic italics (render.slant_glyphs); a rendering
     # effect, not a style of its own: the held-out style keeps its own italic fonts and draws none.
     glyph_slant_prob: float = 0.0
+    # How often a number's glyphs are bent by a smooth random displacement field (render.warp_glyphs),
+    # so that the glyph shapes are not only the sources' own: domain randomisation of the shapes.
+    glyph_warp_prob: float = 0.0
+    photos: tuple = ()  # names of textures.PHOTOS, drawn by the "photo" texture
 
     def info(self):
         """The style as json-ready data (the dataset json's ``info.style``)."""
@@ -78,9 +82,11 @@ IN_STYLE = Style(
     glyph_sources=IN_STYLE_SOURCES,
     palette=("white", "cream", "black", "brass", "brick red", "plate blue", "dark green"),
     hue_range=(0.0, 0.5),
-    textures=("painted_wall", "siding", "bricks", "scenery"),
+    textures=("painted_wall", "siding", "bricks", "scenery", "photo"),
     blurs=("gaussian", "low_resolution"),
     glyph_slant_prob=0.25,  # recipe log, run 10: out-of-style valid 81.75 -> 83.25%, test_ood 84.0 -> 84.0%
+    glyph_warp_prob=0.5,
+    photos=("astronaut", "brick", "chelsea", "coffee", "grass", "motorcycle", "rocket"),
 )
 OUT_OF_STYLE = Style(
     name="out-of-style",
@@ -109,7 +115,7 @@ def font_files(style):
 
 def overlap(a, b):
     """What two styles share, per field (empty lists for a disjoint split)."""
-    fields = ("glyph_sources", "palette", "textures", "blurs")
+    fields = ("glyph_sources", "palette", "textures", "blurs", "photos")
     shared = {f: sorted(set(getattr(a, f)) & set(getattr(b, f))) for f in fields}
     shared["font_files"] = sorted(font_files(a) & font_files(b))
     lo, hi = max(a.hue_range[0], b.hue_range[0]), min(a.hue_range[1], b.hue_range[1])

@@ -1,14 +1,19 @@
 """
-Procedural backgrounds and colours for synthetic house numbers: painted walls, siding, bricks,
-wood, tiles, stucco, foliage, out-of-focus scenery. Images are float32 HxWx3 RGB in 0..255. Colours
-come from a ``ColourScheme`` (a part of the palette and a range of hues), so that the style split
-(``styles``) can keep colour schemes apart.
+Backgrounds and colours for synthetic house numbers: procedural painted walls, siding, bricks, wood,
+tiles, stucco, foliage, out-of-focus scenery, and crops of real photos (the sample images that
+scikit-image ships). Images are float32 HxWx3 RGB in 0..255. Colours come from a ``ColourScheme`` (a
+part of the palette and a range of hues), so that the style split (``styles``) can keep colour
+schemes apart; a photo lends its grey-level structure and takes the scheme's colour.
 """
 
 import colorsys
+import functools
+import importlib.util
+import os
 
 import cv2
 import numpy as np
+from PIL import Image
 
 # Colours seen on house-number walls, plates and digits (RGB 0..1), drawn with jitter.
 PALETTE = {
@@ -211,11 +216,77 @@ TEXTURE_WEIGHT = {
     "tiles": 0.2,
     "stucco": 0.3,
     "foliage": 0.2,
+    "photo": 0.35,
 }
 
 
-def random_background(rng, h, w, colour, unit, scheme, textures=tuple(TEXTURES)):
-    """A textured HxWx3 background around ``colour`` from ``textures``; ``unit`` (px) is the typical digit height."""
+# Real photos among the sample images of scikit-image (``skimage/data``: public domain or CC0, see its
+# README), by name -> file. Left out: images with text or digits (text, page, clock_motion), drawings
+# and charts (logo, horse, color), and near-empty ones (cell, microaneurysms, chessboards).
+PHOTOS = {
+    "astronaut": "astronaut.png",
+    "brick": "brick.png",
+    "camera": "camera.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "coins": "coins.png",
+    "grass": "grass.png",
+    "gravel": "gravel.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "ihc": "ihc.png",
+    "moon": "moon.png",
+    "motorcycle": "motorcycle_left.png",  # the stereo pair's other view (motorcycle_right) is the same scene
+    "retina": "retina.jpg",
+    "rocket": "rocket.jpg",
+}
+
+
+def photo_dir():
+    """scikit-image's sample-image folder (read as files: skimage itself is not imported)."""
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("scikit-image is not installed: the photo backgrounds read its sample images")
+    return os.path.join(spec.submodule_search_locations[0], "data")
+
+
+@functools.cache
+def load_photo(name):
+    """Photo ``name`` (PHOTOS) as float32 grey levels of mean 0 and standard deviation 1."""
+    path = os.path.join(photo_dir(), PHOTOS[name])
+    with Image.open(path) as im:
+        grey = np.asarray(im.convert("L"), dtype=np.float32)
+    return (grey - grey.mean()) / max(float(grey.std()), 1e-6)
+
+
+def photo(rng, h, w, colour, photos):
+    """
+    A crop of one of ``photos`` (PHOTOS names) at a random zoom, sometimes mirrored: its grey-level
+    structure at a random contrast, tinted with ``colour`` (so the style's colour scheme still rules).
+    """
+    grey = load_photo(photos[int(rng.integers(len(photos)))])
+    ph, pw = grey.shape
+    zoom = min(rng.uniform(0.5, 3.0), pw / w, ph / h)  # photo px per background px
+    cw, ch = max(int(w * zoom), 1), max(int(h * zoom), 1)
+    x0, y0 = int(rng.integers(pw - cw + 1)), int(rng.integers(ph - ch + 1))
+    crop = grey[y0 : y0 + ch, x0 : x0 + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    crop = cv2.resize(
+        np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA if zoom > 1 else cv2.INTER_LINEAR
+    )
+    shade = np.clip(1 + rng.uniform(0.1, 0.4) * crop, 0.2, 2.0)
+    return _tint(shade, colour)
+
+
+def random_background(rng, h, w, colour, unit, scheme, textures=tuple(TEXTURES), photos=()):
+    """
+    A textured HxWx3 background around ``colour`` from ``textures`` (TEXTURES names, and "photo" for
+    a crop of one of ``photos``); ``unit`` (px) is the typical digit height.
+    """
     weights = np.array([TEXTURE_WEIGHT[t] for t in textures])
     name = textures[rng.choice(len(textures), p=weights / weights.sum())]
+    if name == "photo":
+        if not photos:
+            raise ValueError('texture "photo" needs photos to draw from')
+        return photo(rng, h, w, colour, photos).astype(np.float32)
     return TEXTURES[name](rng, h, w, colour, unit, scheme).astype(np.float32)
