@@ -1,9 +1,10 @@
 """
 Render one synthetic house-number photo into a given box layout, in a ``styles.Style``: a textured
 wall (procedural, or a tinted crop of a real photo), an optional plate, the digits (one glyph source,
-weight and colour per number, slight rotation and shear, sometimes slanted or bent, sometimes an
-outline, drop shadow or 3-D extrusion), unlabelled clutter (cut-off digits at the image edge,
-letters), then camera effects (down-scaling from 1.25-3x, the style's blur, noise, colour cast, JPEG).
+weight and colour per number, slight rotation and shear, sometimes re-stroked, slanted or bent,
+sometimes an outline, drop shadow or 3-D extrusion), unlabelled clutter (cut-off digits at the image
+edge, letters), then camera effects (down-scaling from 1.25-3x, the style's blur, noise, colour cast,
+JPEG).
 
 Boxes follow the SVHN annotators: a digit's box is its layout box (moved with the plate's rotation
 and shear), and its ink fills the box's height with the glyph's own aspect ratio, so a thin "1" sits in a
@@ -36,6 +37,15 @@ GLYPH_SLANT = (-0.1, 0.3)
 # share drawn from GLYPH_WARP_CELL of the height apart (the whole number bent alike, each glyph its own way).
 GLYPH_WARP = (0.015, 0.04)
 GLYPH_WARP_CELL = (0.4, 0.8)
+# Re-stroked glyphs (``styles.Style.glyph_restroke_prob``): the centre lines of a number's glyphs drawn
+# again with one elliptical pen nib, whose width (a share of the glyph height), aspect (minor / major
+# axis) and angle (degrees from the horizontal, either way) are drawn from these ranges: thick and thin
+# strokes by direction, as in serif, italic and hand-lettered faces. Only for glyph sources of these
+# kinds (fonts and stroke fonts: the centre lines of segments, dots and stencil cuts are not strokes).
+GLYPH_NIB_WIDTH = (0.05, 0.15)
+GLYPH_NIB_ASPECT = (0.35, 1.0)
+GLYPH_NIB_ANGLE = (20.0, 70.0)
+RESTROKE_KINDS = ("ttf", "hershey")
 PLAIN_ONE_P = 0.5  # how often a "1" is drawn as a plain shape: a bar, with a flag, with a flag and a base
 PLAIN_ONE_SHAPE_P = (0.5, 0.3, 0.2)
 _SCHEMES = {}
@@ -68,6 +78,10 @@ def render_sample(rng, layout, glyphs, style):
         else font[d][weight]
         for d in digits
     ]
+    kind = glyphs.font_names[source].partition(":")[0]
+    if kind in RESTROKE_KINDS and style.glyph_restroke_prob > 0 and rng.random() < style.glyph_restroke_prob:
+        angle = rng.uniform(*GLYPH_NIB_ANGLE) * rng.choice((-1, 1))
+        sources = restroke_glyphs(sources, rng.uniform(*GLYPH_NIB_WIDTH), rng.uniform(*GLYPH_NIB_ASPECT), angle)
     if style.glyph_slant_prob > 0 and rng.random() < style.glyph_slant_prob:
         sources = slant_glyphs(sources, rng.uniform(*GLYPH_SLANT))
     if style.glyph_warp_prob > 0 and rng.random() < style.glyph_warp_prob:
@@ -142,6 +156,32 @@ def slant_glyphs(masks, slant):
         sheared = cv2.warpAffine(mask, matrix, (int(np.ceil(w + shift)), h), flags=cv2.INTER_LINEAR)
         ys, xs = np.nonzero(sheared)
         out.append(sheared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else mask)
+    return out
+
+
+def restroke_glyphs(masks, width, aspect, angle):
+    """
+    The glyph ``masks`` (uint8 ink coverage) drawn again along their centre lines (skeletons) with an
+    elliptical pen nib ``width`` times the glyph height long, ``aspect`` as wide as long, its long axis
+    ``angle`` degrees from the horizontal; anti-aliased, cropped to the ink. A mask without a centre
+    line is kept. New arrays; the GlyphBank's own masks stay as they are.
+    """
+    from skimage.morphology import skeletonize  # imports scipy: only where glyphs are re-stroked
+
+    out = []
+    for mask in masks:
+        skeleton = skeletonize(mask > 127).astype(np.uint8) * 255
+        if not skeleton.any():
+            out.append(mask)
+            continue
+        major = max(1, int(round(width * mask.shape[0] / 2)))
+        minor = max(1, int(round(major * aspect)))
+        size = 2 * major + 1
+        nib = np.zeros((size, size), np.uint8)
+        cv2.ellipse(nib, (major, major), (major, minor), angle, 0, 360, 1, -1)
+        stroked = cv2.GaussianBlur(cv2.dilate(np.pad(skeleton, major + 2), nib), (3, 3), 0.7)
+        ys, xs = np.nonzero(stroked)
+        out.append(stroked[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
     return out
 
 
