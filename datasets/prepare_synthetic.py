@@ -7,12 +7,19 @@ test_ood out-of-style (fonts, colours, backgrounds and blurs training never sees
 digit_detectron/data/synthetic/styles.py and each json's "info").
 
     python datasets/prepare_synthetic.py datasets/digits --train 5000 --valid 500 --test 500 --seed 0
+    python datasets/prepare_synthetic.py datasets/digits_myfonts --fonts /usr/share/fonts   # + the machine's fonts
+
+``--fonts DIR`` adds every font file under DIR that draws ten different digits to the training
+(in-style) fonts; fonts of the families held out for the out-of-style split are skipped, and every
+skip is listed with its reason.
 """
 
 import os
 
 from digit_detectron.data.synthetic.generate import draw_sample_grid, generate_dataset
+from digit_detectron.data.synthetic.glyphs import collect_fonts
 from digit_detectron.data.synthetic.layout import PARAMETRIC
+from digit_detectron.data.synthetic.styles import IN_STYLE, font_files, held_out_family
 from digit_detectron.utils.cli import argument_parser, run_tool
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,6 +42,13 @@ def get_parser():
         help="COCO json of real SVHN boxes to copy sizes and layouts from "
         f"(default: {os.path.normpath(DEFAULT_GEOMETRY)} if present); '{PARAMETRIC}' uses the built-in statistics",
     )
+    parser.add_argument(
+        "--fonts",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="add the font files (.ttf/.otf) under DIR, searched recursively, to the training fonts (repeatable)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="processes (the output does not depend on it)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing splits under ROOT")
     parser.add_argument("--grid", metavar="PNG", help="also save a grid of train samples with their boxes")
@@ -47,6 +61,14 @@ def main(argv=None):
     geometry = args.geometry
     if geometry is None:
         geometry = DEFAULT_GEOMETRY if os.path.isfile(DEFAULT_GEOMETRY) else PARAMETRIC
+    fonts = []
+    if args.fonts:
+        fonts, skipped = collect_fonts(args.fonts, held_out=held_out_family, known=font_files(IN_STYLE))
+        for path, why in skipped.items():
+            print(f"font skipped: {path}: {why}")
+        print(
+            f"fonts: {len(fonts)} added to the training fonts, {len(skipped)} skipped (under {', '.join(args.fonts)})"
+        )
     summary = generate_dataset(
         args.root,
         args.train,
@@ -59,6 +81,7 @@ def main(argv=None):
         progress=True,
         num_valid_instyle=args.valid if args.valid_instyle is None else args.valid_instyle,
         num_test_ood=args.valid if args.test_ood is None else args.test_ood,
+        fonts=fonts,
     )
     print(f"layouts from: {summary['geometry']}")
     for split, info in summary["splits"].items():

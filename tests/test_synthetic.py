@@ -442,12 +442,18 @@ def test_overwrite_replaces_every_split(tmp_path):
     assert sorted(os.listdir(root)) == ["test", "train", "train.json", "valid", "valid.json"]  # no staging left
 
 
-def test_prepare_synthetic_cli(tmp_path, capsys):
+def load_prepare_tool():
+    """datasets/prepare_synthetic.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location(
         "prepare_synthetic", os.path.join(REPO_ROOT, "datasets", "prepare_synthetic.py")
     )
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_prepare_synthetic_cli(tmp_path, capsys):
+    tool = load_prepare_tool()
     root, grid = tmp_path / "digits", tmp_path / "grid.png"
     tool.main([str(root), "--train", "5", "--valid", "2", "--test", "2", "--seed", "1", "--grid", str(grid)])
     out = capsys.readouterr().out
@@ -582,3 +588,50 @@ def test_demo_names_the_weakest_glyph_sources():
     }
     line = demo.weakest_sources(by_source, n=2)
     assert line == "ttf:cmti10.ttf 56% of 25, dotmatrix 60% of 20"
+
+
+def test_fonts_of_a_folder_join_the_training_fonts_except_held_out_families_and_non_digits(tmp_path, capsys):
+    import shutil
+
+    from digit_detectron.data.synthetic.glyphs import collect_fonts, default_font_dir
+    from digit_detectron.data.synthetic.styles import font_files, held_out_family, split_styles
+
+    folder = tmp_path / "fonts"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("DejaVuSansMono-Oblique.ttf", "cmsy10.ttf", "LastResortHE-Regular.ttf", "DejaVuSerif.ttf",
+                 "DejaVuSans.ttf", "cmmi10.ttf"):  # fmt: skip
+        shutil.copy(os.path.join(default_font_dir(), name), folder / name)
+    shutil.copy(
+        os.path.join(default_font_dir(), "DejaVuSansMono-Oblique.ttf"), folder / "sub" / "DejaVuSansMono-Oblique.ttf"
+    )
+    (folder / "broken.ttf").write_bytes(b"not a font")
+    (folder / "readme.txt").write_text("not a font file name")
+    fonts, skipped = collect_fonts([str(folder)], held_out=held_out_family, known=font_files(IN_STYLE))
+    assert fonts == [str(folder / "DejaVuSansMono-Oblique.ttf")]
+    why = {os.path.relpath(p, folder): reason for p, reason in skipped.items()}
+    assert "do not look like digits" in why["cmsy10.ttf"]  # a symbol font maps "0".."9" to symbols
+    assert "same box" in why["LastResortHE-Regular.ttf"]
+    assert "DejaVuSerif is held out" in why["DejaVuSerif.ttf"] and "cmmi is held out" in why["cmmi10.ttf"]
+    assert (
+        "training font already" in why["DejaVuSans.ttf"]
+        and "training font already" in why["sub/DejaVuSansMono-Oblique.ttf"]
+    )
+    assert why["broken.ttf"].startswith("cannot draw the digits") and "readme.txt" not in why
+    with pytest.raises(FileNotFoundError, match="no_such_folder"):
+        collect_fonts([str(tmp_path / "no_such_folder")])
+    # The in-style side gains the font (the split stays disjoint, the held-out side unchanged) ...
+    styles = split_styles(fonts)
+    assert styles["train"].glyph_sources[-1] == f"ttf:{fonts[0]}" and styles["valid_instyle"] is styles["train"]
+    assert styles["valid"] is OUT_OF_STYLE and not any(overlap(styles["train"], OUT_OF_STYLE).values())
+    with pytest.raises(ValueError, match="DejaVuSerif.ttf: font family DejaVuSerif is held out"):
+        split_styles([str(folder / "DejaVuSerif.ttf")])
+    # ... and prepare_synthetic.py draws numbers in it, recorded in the json, skips listed with their reason.
+    root = tmp_path / "data"
+    load_prepare_tool().main([str(root), "--train", "40", "--valid", "2", "--test", "0", "--test-ood", "0",
+                            "--valid-instyle", "0", "--fonts", str(folder)])  # fmt: skip
+    out = capsys.readouterr().out
+    assert f"font skipped: {folder / 'cmsy10.ttf'}: its glyphs" in out and "fonts: 1 added" in out
+    with open(root / "train.json") as f:
+        train = json.load(f)
+    assert train["info"]["style"] == styles["train"].info()
+    assert f"ttf:{fonts[0]}" in {img["glyph_source"] for img in train["images"]}

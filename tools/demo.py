@@ -37,7 +37,8 @@ import sys
 import time
 
 from digit_detectron.data.synthetic.generate import LABELLED
-from digit_detectron.data.synthetic.styles import SPLIT_STYLES
+from digit_detectron.data.synthetic.glyphs import collect_fonts
+from digit_detectron.data.synthetic.styles import IN_STYLE, SPLIT_STYLES, font_files, held_out_family, split_styles
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
 from digit_detectron.utils.io import atomic_write_json
@@ -67,6 +68,13 @@ def get_parser():
     parser.add_argument("--test", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--fonts",
+        metavar="DIR",
+        action="append",
+        default=[],
+        help="also train on the font files under DIR (datasets/prepare_synthetic.py --fonts; repeatable)",
+    )
+    parser.add_argument(
         "--processes",
         default="auto",
         help="training processes (tools/train_net.py --num-gpus N: gloo on CPU, each on its share of the "
@@ -89,13 +97,14 @@ def training_processes(value, cores):
     return processes
 
 
-def synthetic_data_made(root):
+def synthetic_data_made(root, styles=None):
     """
-    (train images, seed, whether every split's style is today's generator's) of a dataset that
-    datasets/prepare_synthetic.py made under ``root``, read from its train.json and the other labelled
-    splits' jsons found there; None for any other data (e.g. HW2's, which the demo then uses as it is)
-    or none.
+    (train images, seed, whether every split's style is ``styles``' (split -> Style; default today's
+    generator's)) of a dataset that datasets/prepare_synthetic.py made under ``root``, read from its
+    train.json and the other labelled splits' jsons found there; None for any other data (e.g. HW2's,
+    which the demo then uses as it is) or none.
     """
+    styles = styles or SPLIT_STYLES
     train = _generator_json(os.path.join(root, "train.json"))
     if train is None:
         return None
@@ -103,7 +112,7 @@ def synthetic_data_made(root):
     for split in LABELLED:
         data = train if split == "train" else _generator_json(os.path.join(root, f"{split}.json"))
         if data is not None:
-            current &= data["info"]["style"] == SPLIT_STYLES[split].info()
+            current &= data["info"]["style"] == styles[split].info()
     return len(train.get("images", [])), train["info"].get("seed"), current
 
 
@@ -187,8 +196,9 @@ def main(argv=None):
     env = dict(os.environ, DIGITS_DATASET_ROOT=os.path.abspath(args.data), PYTHONUNBUFFERED="1")
     out = args.output
     start = time.time()
+    fonts = collect_fonts(args.fonts, held_out=held_out_family, known=font_files(IN_STYLE))[0] if args.fonts else ()
     present = os.path.isfile(os.path.join(args.data, "test_ood.json"))
-    made = synthetic_data_made(args.data) if present else None
+    made = synthetic_data_made(args.data, split_styles(fonts)) if present else None
     if made is not None and made != (args.train, args.seed, True):
         older = "" if made[2] else ", in an older generator's styles"
         print(
@@ -199,7 +209,11 @@ def main(argv=None):
     if not present:
         sizes = f"--train {args.train} --valid {args.valid} --test {args.test} --seed {args.seed} --workers 2"
         grid = os.path.join(out, "synthetic_samples.png")
-        run([py, "datasets/prepare_synthetic.py", args.data, *sizes.split(), "--overwrite", "--grid", grid], env)
+        font_args = [a for folder in args.fonts for a in ("--fonts", folder)]
+        run(
+            [py, "datasets/prepare_synthetic.py", args.data, *sizes.split(), *font_args, "--overwrite", "--grid", grid],
+            env,
+        )
     else:
         print(f"Dataset present: {args.data} (delete it to regenerate)")
 

@@ -33,7 +33,7 @@ from ..image_io import read_image
 from .glyphs import GlyphBank
 from .layout import build_layout_sampler
 from .render import render_sample
-from .styles import SPLIT_STYLES
+from .styles import split_styles
 
 # In this order: a split's index is part of its images' seeds.
 SPLITS = ("train", "valid", "test", "valid_instyle", "test_ood")
@@ -44,13 +44,14 @@ CATEGORIES = [{"id": d + 1, "name": name} for d, name in enumerate(DIGIT_CLASSES
 class SampleRenderer:
     """
     Renders image ``image_id`` of ``split`` for ``seed`` from a layout sampler, in the split's style
-    (``styles.SPLIT_STYLES``) with that style's GlyphBank (``glyph_banks``: style name -> GlyphBank,
-    built when missing).
+    (``styles``: split -> Style, default ``styles.SPLIT_STYLES``) with that style's GlyphBank
+    (``glyph_banks``: style name -> GlyphBank, built when missing).
     """
 
-    def __init__(self, layout_sampler, seed, glyph_banks=None):
+    def __init__(self, layout_sampler, seed, glyph_banks=None, styles=None):
         self.layout_sampler, self.seed = layout_sampler, seed
         self.glyph_banks = dict(glyph_banks or {})
+        self.styles = styles or split_styles()
 
     def glyphs(self, style):
         if style.name not in self.glyph_banks:
@@ -58,7 +59,7 @@ class SampleRenderer:
         return self.glyph_banks[style.name]
 
     def __call__(self, split, image_id):
-        style = SPLIT_STYLES[split]
+        style = self.styles[split]
         rng = np.random.default_rng([self.seed, SPLITS.index(split), image_id])
         return render_sample(rng, self.layout_sampler(rng), self.glyphs(style), style)
 
@@ -96,7 +97,7 @@ def _render_and_write(task, renderer=None):
     return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist(), sample.source
 
 
-def _coco_json(records, split, seed):
+def _coco_json(records, split, seed, style):
     images, annotations = [], []
     for _, image_id, width, height, boxes, digits, source in records:
         images.append(
@@ -113,7 +114,7 @@ def _coco_json(records, split, seed):
                     "iscrowd": 0,
                 }
             )
-    info = {"description": f"synthetic house numbers, split {split}", "seed": seed, "style": SPLIT_STYLES[split].info()}
+    info = {"description": f"synthetic house numbers, split {split}", "seed": seed, "style": style.info()}
     return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
 
 
@@ -129,13 +130,16 @@ def generate_dataset(
     progress=False,
     num_valid_instyle=0,
     num_test_ood=0,
+    fonts=(),
 ):
     """
     Write a synthetic dataset under ``root`` and return a summary dict (counts, styles, geometry
     source, wall-clock images/s, worker start-up included). ``valid_instyle`` and ``test_ood`` are
-    written only when asked for. ``geometry``: see ``layout.build_layout_sampler``. Existing split
-    folders or jsons are an error unless ``overwrite``. Everything is written into a hidden staging
-    folder under ``root`` and moved into place at the end, so an interrupted run leaves no partial split.
+    written only when asked for. ``geometry``: see ``layout.build_layout_sampler``. ``fonts``: font
+    files added to the in-style glyph sources (``styles.split_styles``; recorded in the jsons).
+    Existing split folders or jsons are an error unless ``overwrite``. Everything is written into a
+    hidden staging folder under ``root`` and moved into place at the end, so an interrupted run leaves
+    no partial split.
     """
     counts = {
         "train": num_train,
@@ -156,9 +160,10 @@ def generate_dataset(
     if existing and not overwrite:
         raise DatasetError(f"{existing[0]}: already exists; pass overwrite=True (--overwrite) to replace it")
 
-    renderer = SampleRenderer(build_layout_sampler(geometry), seed)
+    styles = split_styles(fonts)
+    renderer = SampleRenderer(build_layout_sampler(geometry), seed, styles=styles)
     for split in splits:
-        renderer.glyphs(SPLIT_STYLES[split])  # built once here, not in every worker
+        renderer.glyphs(styles[split])  # built once here, not in every worker
     os.makedirs(root, exist_ok=True)
     staging = tempfile.mkdtemp(dir=root, prefix=".synthetic-")
     try:
@@ -176,7 +181,7 @@ def generate_dataset(
         seconds = time.perf_counter() - start
         for split in splits:
             if split in LABELLED:
-                coco = _coco_json((r for r in records if r[0] == split), split, seed)
+                coco = _coco_json((r for r in records if r[0] == split), split, seed, styles[split])
                 atomic_write_json(os.path.join(staging, split + ".json"), coco)
         for target in targets:
             if os.path.isdir(target):
@@ -193,7 +198,7 @@ def generate_dataset(
             split: {
                 "images": counts[split],
                 "boxes": sum(len(r[4]) for r in records if r[0] == split),
-                "style": SPLIT_STYLES[split].name,
+                "style": styles[split].name,
             }
             for split in splits
         },

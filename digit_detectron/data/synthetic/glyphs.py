@@ -1,7 +1,8 @@
 """
 Digit ink masks, pre-rendered once per glyph source. A source is named ``kind:detail``:
 
-* ``ttf:<file>``: a TrueType font that matplotlib ships (DejaVu, STIX, Computer Modern);
+* ``ttf:<file>``: a TrueType font that matplotlib ships (DejaVu, STIX, Computer Modern), or any font
+  file given by its path (``ttf:/usr/share/fonts/...``: ``collect_fonts``, ``prepare_synthetic.py --fonts``);
 * ``hershey:<face>[-italic]``: one of OpenCV's Hershey stroke fonts (``cv2.putText``);
 * ``segment7`` / ``segment7-slant``: seven-segment displays, drawn procedurally;
 * ``dotmatrix``: a 5x7 dot-matrix font, drawn procedurally;
@@ -13,6 +14,7 @@ weight of WEIGHTS (erosion < 0 < dilation, px at GLYPH_HEIGHT). Each source also
 show a thinner "1" than the font's.
 """
 
+import functools
 import os
 
 import cv2
@@ -88,6 +90,92 @@ class GlyphBank:
                 self.ones.append([_weights(m, height) for m in plain_ones(stroke_width(digits[1]), height)])
         if not self.masks:
             raise FileNotFoundError(f"{font_dir}: none of the glyph sources {list(sources)} could be rendered")
+
+
+FONT_EXTENSIONS = (".ttf", ".otf")
+# Fonts whose digits ``digit_likeness`` compares a font's glyphs with (a spread of sans, serif and stroke designs).
+REFERENCE_SOURCES = (
+    "ttf:DejaVuSans.ttf",
+    "ttf:DejaVuSans-Bold.ttf",
+    "ttf:DejaVuSansMono.ttf",
+    "ttf:cmr10.ttf",
+    "ttf:cmss10.ttf",
+    "hershey:simplex",
+    "hershey:complex",
+)
+MIN_DIGITS_RECOGNISED = 7  # of 10, for a font to count as drawing digits (symbol fonts map "0".."9" to symbols)
+
+
+def _shape_vector(mask, size=(16, 24)):
+    """A glyph as a blurred, centred, unit-norm 24 x 16 vector (aspect kept) for nearest-neighbour matching."""
+    h, w = mask.shape
+    s = min(size[1] / h, size[0] / w)
+    small = cv2.resize(
+        mask.astype(np.float32), (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA
+    )
+    out = np.zeros((size[1], size[0]), np.float32)
+    y, x = (size[1] - small.shape[0]) // 2, (size[0] - small.shape[1]) // 2
+    out[y : y + small.shape[0], x : x + small.shape[1]] = small
+    out = cv2.GaussianBlur(out, (0, 0), 1.0).ravel()
+    out -= out.mean()
+    return out / (np.linalg.norm(out) + 1e-6)
+
+
+@functools.cache
+def _reference_vectors():
+    digits, vectors = [], []
+    for name in REFERENCE_SOURCES:
+        for d, mask in enumerate(render_source(name, default_font_dir(), 48)):
+            digits.append(d)
+            vectors.append(_shape_vector(mask))
+    return np.array(digits), np.stack(vectors)
+
+
+def digit_likeness(masks):
+    """How many of the ten glyph ``masks`` ("0".."9") look most like that digit among REFERENCE_SOURCES' digits."""
+    digits, vectors = _reference_vectors()
+    nearest = digits[np.argmax(np.stack([_shape_vector(m) for m in masks]) @ vectors.T, axis=1)]
+    return int((nearest == np.arange(10)).sum())
+
+
+def collect_fonts(folders, held_out=None, known=()):
+    """
+    The font files under ``folders`` (searched recursively, sorted) that draw the ten digits, and
+    ``{path: why}`` for those skipped: unreadable, a font without digits (ten identical "missing
+    glyph" boxes, or symbols: fewer than MIN_DIGITS_RECOGNISED glyphs look like their digit,
+    ``digit_likeness``), of a family ``held_out(path)`` names (the style split's), or one whose file
+    name is in ``known`` (a font the glyph sources have already) or was seen before.
+    """
+    fonts, skipped, names = [], {}, set(known)
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(f"{folder}: font folder not found")
+        found = sorted(
+            os.path.join(d, f) for d, _, names in os.walk(folder) for f in names if f.lower().endswith(FONT_EXTENSIONS)
+        )
+        for path in found:
+            family = held_out and held_out(path)
+            if family:
+                skipped[path] = f"family {family} is held out for the out-of-style split"
+                continue
+            if os.path.basename(path) in names:
+                skipped[path] = "a font of this file name is a training font already"
+                continue
+            try:
+                digits = _render_font(path, 48)
+            except (OSError, ValueError) as e:
+                skipped[path] = f"cannot draw the digits ({' '.join(str(e).split())})"
+                continue
+            if len({(m.shape, m.tobytes()) for m in digits}) < 10:
+                skipped[path] = "no ten different digit glyphs (a font without digits draws the same box)"
+                continue
+            recognised = digit_likeness(digits)
+            if recognised < MIN_DIGITS_RECOGNISED:
+                skipped[path] = f"its glyphs for 0..9 do not look like digits ({recognised} of 10 do): a symbol font?"
+                continue
+            fonts.append(path)
+            names.add(os.path.basename(path))
+    return fonts, skipped
 
 
 def stroke_width(mask):

@@ -6,7 +6,8 @@ in fonts, colours, backgrounds and blurs it never trained on. ``valid_instyle`` 
 model in the training style. Each split's style is recorded in its json ``info``.
 """
 
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 
 from .glyphs import FONT_KINDS
 
@@ -111,10 +112,42 @@ SPLIT_STYLES = {
 }
 
 
+# Font families of the out-of-style glyph sources (and Computer Modern's math italic, a twin of its
+# text italic): a font of the user's (``split_styles``) whose file name starts with one of these is
+# held out too, whatever folder it comes from (e.g. the system's DejaVuSerifCondensed-Bold.ttf), so
+# that no family is on both sides of the split.
+HELD_OUT_FAMILIES = ("DejaVuSerif", "STIXGeneral", "cmti", "cmmi")
+
+
+def held_out_family(font_path):
+    """The out-of-style family (HELD_OUT_FAMILIES) that a font file belongs to by its name, or None."""
+    name = os.path.basename(font_path).lower()
+    return next((f for f in HELD_OUT_FAMILIES if name.startswith(f.lower())), None)
+
+
 def font_files(style):
-    """The font files behind a style's glyph sources (a stencil cut from a font uses that font's file)."""
+    """
+    The font files (base names) behind a style's glyph sources; a stencil cut from a font uses that
+    font's file, and a font given by its path (``ttf:/path/to/font.ttf``) counts by its file name.
+    """
     kinds_and_files = (name.partition(":")[::2] for name in style.glyph_sources)
-    return {file for kind, file in kinds_and_files if kind in FONT_KINDS}
+    return {os.path.basename(file) for kind, file in kinds_and_files if kind in FONT_KINDS}
+
+
+def split_styles(fonts=()):
+    """
+    The style of every split (SPLIT_STYLES) with ``fonts`` (font file paths that
+    ``glyphs.collect_fonts`` accepted) added to the in-style glyph sources; the out-of-style side is
+    unchanged. A font of a held-out family (``held_out_family``) is a ValueError.
+    """
+    if not fonts:
+        return dict(SPLIT_STYLES)
+    held = [f for f in fonts if held_out_family(f)]
+    if held:
+        raise ValueError(f"{held[0]}: font family {held_out_family(held[0])} is held out for the out-of-style split")
+    extra = tuple(f"ttf:{os.path.abspath(f)}" for f in fonts)
+    in_style = replace(IN_STYLE, glyph_sources=IN_STYLE.glyph_sources + extra)
+    return {split: in_style if style is IN_STYLE else style for split, style in SPLIT_STYLES.items()}
 
 
 def overlap(a, b):
