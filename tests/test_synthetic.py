@@ -7,7 +7,6 @@ import subprocess
 import sys
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 from detectron2.data.datasets import load_coco_json
@@ -23,14 +22,7 @@ from digit_detectron.data.image_io import read_image
 from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dataset
 from digit_detectron.data.synthetic.glyphs import GlyphBank
 from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
-from digit_detectron.data.synthetic.render import (
-    INK_THRESHOLD,
-    _extrude,
-    render_sample,
-    restroke_glyphs,
-    slant_glyphs,
-    warp_glyphs,
-)
+from digit_detectron.data.synthetic.render import INK_THRESHOLD, _extrude, render_sample, slant_glyphs
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, SPLIT_STYLES, overlap
 from digit_detectron.data.synthetic.textures import PHOTOS, ColourScheme, load_photo, photo, random_background
 from digit_detectron.utils.cli import run_tool
@@ -212,54 +204,6 @@ def test_slanted_glyphs_lean_and_their_boxes_hold_the_ink(glyphs):
     assert_boxes_hold_visible_ink(samples)
     # The held-out style draws no synthetic italics (it keeps its own italic fonts).
     assert IN_STYLE.glyph_slant_prob > 0 and OUT_OF_STYLE.glyph_slant_prob == 0
-
-
-def test_bent_glyphs_change_shape_keep_their_ink_and_their_boxes_hold_it(glyphs):
-    zero = glyphs.masks[0][0][1]
-    rng = np.random.default_rng(3)
-    bent = warp_glyphs([zero, zero], rng, 0.04, 0.5)
-    ink = (zero > 127).sum()
-    for mask in bent:
-        assert mask.dtype == np.uint8 and mask[:, 0].any() and mask[0].any()  # cropped to the ink
-        assert 0.7 * ink <= (mask > 127).sum() <= 1.3 * ink  # strokes moved, not erased or smeared
-        assert abs(mask.shape[0] - zero.shape[0]) <= 0.25 * zero.shape[0]
-    small = tuple(min(a.shape[i], b.shape[i], zero.shape[i]) for i in (0, 1) for a, b in [bent])
-    differs = [np.mean(np.abs(m[: small[0], : small[1]].astype(int) - zero[: small[0], : small[1]])) > 5 for m in bent]
-    assert all(differs) and not np.array_equal(bent[0], bent[1])  # each glyph bent its own way
-    assert np.array_equal(warp_glyphs([zero], np.random.default_rng(3), 0.04, 0.5)[0], bent[0])  # per seed
-    assert warp_glyphs([zero], rng, 0.0, 0.5)[0].shape == zero.shape  # no displacement: the glyph itself
-    # Every number bent (and slanted): the annotator's boxes still hold all of the ink.
-    style = replace(IN_STYLE, glyph_warp_prob=1.0, glyph_slant_prob=0.5)
-    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([1, 1, 4, 7, 0]))
-    samples = [render_sample(np.random.default_rng([6, i]), layout, glyphs, style) for i in range(8)]
-    assert_boxes_hold_visible_ink(samples)
-    assert IN_STYLE.glyph_warp_prob > 0 and OUT_OF_STYLE.glyph_warp_prob == 0
-
-
-def test_restroked_glyphs_take_the_pen_nibs_width_and_their_boxes_hold_the_ink(glyphs):
-    ring = np.zeros((101, 101), np.uint8)
-    cv2.circle(ring, (50, 50), 40, 255, 12)  # a thick "0"
-    for width, aspect, angle in ((0.1, 1.0, 0), (0.1, 0.4, 0)):
-        (stroked,) = restroke_glyphs([ring], width, aspect, angle)
-        assert stroked[:, 0].any() and stroked[0].any()  # cropped to the ink
-        assert abs(stroked.shape[0] - 81 - aspect * width * 101) <= 4  # the centre line's circle, grown by the nib
-        row = stroked[stroked.shape[0] // 2] > 127  # the stroke crossing the middle row, at the left
-        left = np.nonzero(row)[0]
-        run = np.argmax(~row[left[0] :])
-        top = stroked[:, stroked.shape[1] // 2] > 127  # the stroke crossing the middle column, at the top
-        vertical_run = np.argmax(~top[np.nonzero(top)[0][0] :])
-        assert abs(run - width * 101) <= 3  # the upright stroke is the nib's length wide
-        # the level stroke: as thick with a round nib, the nib's width with a flat, level one
-        assert abs(vertical_run - aspect * width * 101) <= 3
-    assert ring[50, 10:14].min() == 255  # the input is left as it was
-    blank = np.zeros((20, 10), np.uint8)
-    assert restroke_glyphs([blank], 0.1, 1.0, 0)[0] is blank  # no centre line: kept
-    # Every number re-stroked where its source allows it: the annotator's boxes still hold all of the ink.
-    style = replace(IN_STYLE, glyph_restroke_prob=1.0)
-    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([1, 3, 4, 7, 0]))
-    samples = [render_sample(np.random.default_rng([9, i]), layout, glyphs, style) for i in range(10)]
-    assert_boxes_hold_visible_ink(samples)
-    assert IN_STYLE.glyph_restroke_prob > 0 and OUT_OF_STYLE.glyph_restroke_prob == 0
 
 
 def test_photo_backgrounds_are_tinted_crops_of_real_photos(glyphs):

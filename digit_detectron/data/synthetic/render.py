@@ -1,10 +1,9 @@
 """
 Render one synthetic house-number photo into a given box layout, in a ``styles.Style``: a textured
 wall (procedural, or a tinted crop of a real photo), an optional plate, the digits (one glyph source,
-weight and colour per number, slight rotation and shear, sometimes re-stroked, slanted or bent,
-sometimes an outline, drop shadow or 3-D extrusion), unlabelled clutter (cut-off digits at the image
-edge, letters), then camera effects (down-scaling from 1.25-3x, the style's blur, noise, colour cast,
-JPEG).
+weight and colour per number, slight rotation and shear, sometimes slanted, sometimes an outline, drop
+shadow or 3-D extrusion), unlabelled clutter (cut-off digits at the image edge, letters), then camera
+effects (down-scaling from 1.25-3x, the style's blur, noise, colour cast, JPEG).
 
 Boxes follow the SVHN annotators: a digit's box is its layout box (moved with the plate's rotation
 and shear), and its ink fills the box's height with the glyph's own aspect ratio, so a thin "1" sits in a
@@ -17,7 +16,7 @@ import cv2
 import numpy as np
 
 from .glyphs import WEIGHT_P, WEIGHTS
-from .textures import ColourScheme, linear_ramp, painted_wall, random_background, value_noise
+from .textures import ColourScheme, linear_ramp, painted_wall, random_background
 
 # image: HxWx3 uint8 RGB; boxes: (k, 4) int XYWH, each holding its digit's ink; digits: (k,) 0..9;
 # masks: (k, H, W) float32 ink coverage of each digit in the final image; source: the glyph source's
@@ -32,20 +31,6 @@ CLUTTER_LETTERS = "ACEFHJKLMNPRTUVWXY"
 # Synthetic italics (``styles.Style.glyph_slant_prob``): the rows of every glyph of a number shift
 # right by this share of their height above the baseline (a negative share: a back slant).
 GLYPH_SLANT = (-0.1, 0.3)
-# Bent glyphs (``styles.Style.glyph_warp_prob``): every glyph of a number displaced by smooth random
-# noise whose standard deviation is a share of the glyph height drawn from GLYPH_WARP, its features a
-# share drawn from GLYPH_WARP_CELL of the height apart (the whole number bent alike, each glyph its own way).
-GLYPH_WARP = (0.015, 0.04)
-GLYPH_WARP_CELL = (0.4, 0.8)
-# Re-stroked glyphs (``styles.Style.glyph_restroke_prob``): the centre lines of a number's glyphs drawn
-# again with one elliptical pen nib, whose width (a share of the glyph height), aspect (minor / major
-# axis) and angle (degrees from the horizontal, either way) are drawn from these ranges: thick and thin
-# strokes by direction, as in serif, italic and hand-lettered faces. Only for glyph sources of these
-# kinds (fonts and stroke fonts: the centre lines of segments, dots and stencil cuts are not strokes).
-GLYPH_NIB_WIDTH = (0.05, 0.15)
-GLYPH_NIB_ASPECT = (0.35, 1.0)
-GLYPH_NIB_ANGLE = (20.0, 70.0)
-RESTROKE_KINDS = ("ttf", "hershey")
 PLAIN_ONE_P = 0.5  # how often a "1" is drawn as a plain shape: a bar, with a flag, with a flag and a base
 PLAIN_ONE_SHAPE_P = (0.5, 0.3, 0.2)
 _SCHEMES = {}
@@ -78,14 +63,8 @@ def render_sample(rng, layout, glyphs, style):
         else font[d][weight]
         for d in digits
     ]
-    kind = glyphs.font_names[source].partition(":")[0]
-    if kind in RESTROKE_KINDS and style.glyph_restroke_prob > 0 and rng.random() < style.glyph_restroke_prob:
-        angle = rng.uniform(*GLYPH_NIB_ANGLE) * rng.choice((-1, 1))
-        sources = restroke_glyphs(sources, rng.uniform(*GLYPH_NIB_WIDTH), rng.uniform(*GLYPH_NIB_ASPECT), angle)
     if style.glyph_slant_prob > 0 and rng.random() < style.glyph_slant_prob:
         sources = slant_glyphs(sources, rng.uniform(*GLYPH_SLANT))
-    if style.glyph_warp_prob > 0 and rng.random() < style.glyph_warp_prob:
-        sources = warp_glyphs(sources, rng, rng.uniform(*GLYPH_WARP), rng.uniform(*GLYPH_WARP_CELL))
     rects = _place_glyphs(rng, boxes, sources)
     unit = float(np.median(boxes[:, 3]))
     affine = _camera_affine(rng, boxes, cw, ch)
@@ -156,53 +135,6 @@ def slant_glyphs(masks, slant):
         sheared = cv2.warpAffine(mask, matrix, (int(np.ceil(w + shift)), h), flags=cv2.INTER_LINEAR)
         ys, xs = np.nonzero(sheared)
         out.append(sheared[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else mask)
-    return out
-
-
-def restroke_glyphs(masks, width, aspect, angle):
-    """
-    The glyph ``masks`` (uint8 ink coverage) drawn again along their centre lines (skeletons) with an
-    elliptical pen nib ``width`` times the glyph height long, ``aspect`` as wide as long, its long axis
-    ``angle`` degrees from the horizontal; anti-aliased, cropped to the ink. A mask without a centre
-    line is kept. New arrays; the GlyphBank's own masks stay as they are.
-    """
-    from skimage.morphology import skeletonize  # imports scipy: only where glyphs are re-stroked
-
-    out = []
-    for mask in masks:
-        skeleton = skeletonize(mask > 127).astype(np.uint8) * 255
-        if not skeleton.any():
-            out.append(mask)
-            continue
-        major = max(1, int(round(width * mask.shape[0] / 2)))
-        minor = max(1, int(round(major * aspect)))
-        size = 2 * major + 1
-        nib = np.zeros((size, size), np.uint8)
-        cv2.ellipse(nib, (major, major), (major, minor), angle, 0, 360, 1, -1)
-        stroked = cv2.GaussianBlur(cv2.dilate(np.pad(skeleton, major + 2), nib), (3, 3), 0.7)
-        ys, xs = np.nonzero(stroked)
-        out.append(stroked[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
-    return out
-
-
-def warp_glyphs(masks, rng, amplitude, cell):
-    """
-    The glyph ``masks`` (uint8 ink coverage) bent by a smooth random displacement field each: noise
-    of standard deviation ``amplitude`` times the glyph height with features ``cell`` times the height
-    apart (``textures.value_noise``), on a canvas padded to hold the moved ink, then cropped to it.
-    New arrays; the GlyphBank's own masks stay as they are.
-    """
-    out = []
-    for mask in masks:
-        h = mask.shape[0]
-        pad = int(np.ceil(3 * amplitude * h)) + 1
-        padded = np.pad(mask, pad)
-        ph, pw = padded.shape
-        dx, dy = (value_noise(rng, ph, pw, cell * h) * np.float32(amplitude * h) for _ in range(2))
-        gx, gy = np.meshgrid(np.arange(pw, dtype=np.float32), np.arange(ph, dtype=np.float32))
-        warped = cv2.remap(padded, gx + dx, gy + dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        ys, xs = np.nonzero(warped)
-        out.append(warped[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1] if len(xs) else mask)
     return out
 
 

@@ -68,12 +68,6 @@ class Style:
     # How often a number's glyphs are sheared into synthetic italics (render.slant_glyphs); a rendering
     # effect, not a style of its own: the held-out style keeps its own italic fonts and draws none.
     glyph_slant_prob: float = 0.0
-    # How often a number's glyphs are bent by a smooth random displacement field (render.warp_glyphs),
-    # so that the glyph shapes are not only the sources' own: domain randomisation of the shapes.
-    glyph_warp_prob: float = 0.0
-    # How often a number's glyphs (of a font or stroke font) are drawn again along their centre lines with
-    # a random pen nib (render.restroke_glyphs): new stroke contrast, the way other typefaces differ.
-    glyph_restroke_prob: float = 0.0
     photos: tuple = ()  # names of textures.PHOTOS, drawn by the "photo" texture
 
     def info(self):
@@ -89,8 +83,6 @@ IN_STYLE = Style(
     textures=("painted_wall", "siding", "bricks", "scenery", "photo"),
     blurs=("gaussian", "low_resolution"),
     glyph_slant_prob=0.25,  # recipe log, run 10: out-of-style valid 81.75 -> 83.25%, test_ood 84.0 -> 84.0%
-    glyph_warp_prob=0.5,
-    glyph_restroke_prob=0.3,
     photos=("astronaut", "brick", "chelsea", "coffee", "grass", "motorcycle", "rocket"),
 )
 OUT_OF_STYLE = Style(
