@@ -424,8 +424,8 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     changed (e.g. a new default, new fonts), and uses any other dataset (HW2's) as it is."""
     demo = load_demo_tool()
     root = str(tmp_path / "digits")
-    generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC)
-    assert demo.synthetic_data_made(root) == (4, 3, True)
+    generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC, num_test_ood=3)
+    assert demo.synthetic_data_made(root) == (4, 3, 3, True)
     train_json = os.path.join(root, "train.json")
     with open(train_json) as f:
         data = json.load(f)
@@ -433,7 +433,7 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     data["info"]["style"]["glyph_sources"] = data["info"]["style"]["glyph_sources"][:3]  # an older generator's
     with open(train_json, "w") as f:
         json.dump(data, f)
-    assert demo.synthetic_data_made(root) == (4, 3, False)
+    assert demo.synthetic_data_made(root) == (4, 3, 3, False)
     with open(train_json, "w") as f:
         f.write(original)
     valid_json = os.path.join(root, "valid.json")
@@ -442,7 +442,7 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     data["info"]["style"]["palette"] = ["white"]  # the held-out style changed
     with open(valid_json, "w") as f:
         json.dump(data, f)
-    assert demo.synthetic_data_made(root) == (4, 3, False)
+    assert demo.synthetic_data_made(root) == (4, 3, 3, False)
     hw2 = tmp_path / "hw2"
     hw2.mkdir()
     (hw2 / "train.json").write_text(json.dumps({"images": [{"id": 1}], "annotations": [], "categories": []}))
