@@ -73,7 +73,7 @@ def test_ground_truth_numbers_follow_reading_order(dataset):
 
 
 def test_accuracy_on_known_predictions(dataset):
-    cfg = get_digit_cfg()  # the trainer builds it from the config: thresholds (0.7, 0.5, 0.3)
+    cfg = get_digit_cfg()  # the trainer builds it from the config: threshold 0.5
     result = run(NumberAccuracyEvaluator(dataset, cfg))
     assert result == {"number": {"accuracy": 50.0, "num_images": 4}}
     assert flatten_results_dict(result) == {"number/accuracy": 50.0, "number/num_images": 4}

@@ -15,6 +15,7 @@ from detectron2.modeling import build_model
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import register_digits
 from digit_detectron.evaluation.reader_tuning import (
+    beats_beyond_chance,
     best_pred_json_thresh,
     ladders,
     pred_json_aps,
@@ -62,6 +63,21 @@ def test_search_finds_the_only_perfect_ladder():
         reader = NumberReader(ladder, nms_thresh, 6)
         correct = [reader(d["boxes"], d["scores"], d["classes"]) == TRUTH[d["image_id"]] for d in DETECTIONS]
         assert accuracy == pytest.approx(100.0 * np.mean(correct)), (ladder, nms_thresh)
+
+
+def test_a_measured_reader_replaces_the_configs_only_beyond_chance():
+    both = [True] * 300
+    # 400 images, 12 read right only by the new reader, 4 only by the config's: +8 >= 2 * sqrt(16): adopt
+    new = both + [True] * 12 + [False] * 4 + [False] * 84
+    current = both + [False] * 12 + [True] * 4 + [False] * 84
+    assert beats_beyond_chance(new, current) == (12, 4, True)
+    # +3 on 400 images (5 against 2): the best of hundreds of candidates does this by chance
+    new = both + [True] * 5 + [False] * 2 + [False] * 93
+    current = both + [False] * 5 + [True] * 2 + [False] * 93
+    assert beats_beyond_chance(new, current) == (5, 2, False)
+    assert beats_beyond_chance(new, current, sigmas=1.0) == (5, 2, True)
+    assert beats_beyond_chance(both, both) == (0, 0, False)  # the same readings: keep the config's
+    assert beats_beyond_chance([True, False], [False, False], sigmas=0.0) == (1, 0, True)
 
 
 @pytest.fixture
@@ -132,6 +148,10 @@ def test_tune_reader_tool_writes_a_mergeable_snippet(tmp_path, capsys):
     cfg = get_digit_cfg(CONFIG)
     cfg.merge_from_file(str(snippet))
     best = result.best_reader
+    # 3 images cannot show a gain beyond chance: the config's reader stays, and the tool says so.
+    assert best is result.current_reader and result.measured_reader is not best
+    assert "images against the config's reader: not beyond chance" in printed
+    assert "the config's reader kept" in snippet.read_text()
     assert cfg.DIGITS.READER.SCORE_THRESHS == best.score_threshs and set(best.score_threshs) <= {0.9, 0.5}
     assert cfg.DIGITS.READER.NMS_THRESH == best.nms_thresh in (0.3, 0.5)
     assert cfg.DIGITS.PRED_JSON_SCORE_THRESH == result.best_pred_json_thresh in (0.0, 0.5)

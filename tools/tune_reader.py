@@ -18,7 +18,9 @@ from digit_detectron.utils.cli import add_model_flags, argument_parser, model_co
 EPILOG = """\
 The model runs once on the split with a low ROI score threshold. Then every reader ladder (1 to
 --max-rungs decreasing thresholds from --score-threshs) and NMS threshold is scored by number
-accuracy, and every pred.json threshold by COCO box AP. The best values are written to
+accuracy, and every pred.json threshold by COCO box AP. The best reader replaces the config's only
+where it reads more numbers beyond chance (a sign test over the images where the two disagree,
+digit_detectron/evaluation/reader_tuning.py); the chosen values are written to
 OUTPUT/reader_thresholds.yaml (OUTPUT: --output, else the config's OUTPUT_DIR) and, unless
 --no-bundle, into the model bundle itself, so that every tool given --weights uses them. For a plain
 checkpoint use the YAML:
@@ -88,7 +90,8 @@ def main(argv=None):
     path = os.path.join(args.output or cfg.OUTPUT_DIR, "reader_thresholds.yaml")
     reader_tuning.write_reader_yaml(path, result, cfg.MODEL.WEIGHTS)
     opts = reader_tuning.reader_config_opts(result.best_reader, result.best_pred_json_thresh)
-    print(f"Best: {result.best_reader}, PRED_JSON_SCORE_THRESH {result.best_pred_json_thresh:g}")
+    print(f"Measured best: {result.measured_reader}; {reader_tuning.adoption(result)}")
+    print(f"Chosen: {result.best_reader}, PRED_JSON_SCORE_THRESH {result.best_pred_json_thresh:g}")
     print(f"Wrote {path}; as opts: " + " ".join(shlex.quote(o) for o in opts))
     values = reader_tuning.reader_config_values(result.best_reader, result.best_pred_json_thresh)
     if not args.no_bundle and update_bundle_config(cfg.MODEL.WEIGHTS, values):

@@ -117,7 +117,7 @@ def read_after_nms(boxes, scores, classes, score_threshs, max_digits):
 class NumberReader:
     """Reads a number from detections with fixed thresholds: ``reader(boxes, scores, classes) -> int``."""
 
-    def __init__(self, score_threshs=(0.7, 0.5, 0.3), nms_thresh=0.3, max_digits=6):
+    def __init__(self, score_threshs=(0.5,), nms_thresh=0.3, max_digits=6):
         self.score_threshs = tuple(float(t) for t in score_threshs)
         self.nms_thresh = float(nms_thresh)
         self.max_digits = int(max_digits)
