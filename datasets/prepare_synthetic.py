@@ -17,9 +17,8 @@ skip is listed with its reason.
 import os
 
 from digit_detectron.data.synthetic.generate import draw_sample_grid, generate_dataset
-from digit_detectron.data.synthetic.glyphs import collect_fonts
 from digit_detectron.data.synthetic.layout import PARAMETRIC
-from digit_detectron.data.synthetic.styles import IN_STYLE, font_files, held_out_family
+from digit_detectron.data.synthetic.styles import training_fonts
 from digit_detectron.utils.cli import argument_parser, run_tool
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +62,7 @@ def main(argv=None):
         geometry = DEFAULT_GEOMETRY if os.path.isfile(DEFAULT_GEOMETRY) else PARAMETRIC
     fonts = []
     if args.fonts:
-        fonts, skipped = collect_fonts(args.fonts, held_out=held_out_family, known=font_files(IN_STYLE))
+        fonts, skipped = training_fonts(args.fonts)
         for path, why in skipped.items():
             print(f"font skipped: {path}: {why}")
         print(

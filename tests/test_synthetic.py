@@ -538,7 +538,7 @@ def test_fonts_of_a_folder_join_the_training_fonts_except_held_out_families_and_
     import shutil
 
     from digit_detectron.data.synthetic.glyphs import collect_fonts, default_font_dir
-    from digit_detectron.data.synthetic.styles import font_files, held_out_family, split_styles
+    from digit_detectron.data.synthetic.styles import split_styles, training_fonts
 
     folder = tmp_path / "fonts"
     (folder / "sub").mkdir(parents=True)
@@ -550,7 +550,7 @@ def test_fonts_of_a_folder_join_the_training_fonts_except_held_out_families_and_
     )
     (folder / "broken.ttf").write_bytes(b"not a font")
     (folder / "readme.txt").write_text("not a font file name")
-    fonts, skipped = collect_fonts([str(folder)], held_out=held_out_family, known=font_files(IN_STYLE))
+    fonts, skipped = training_fonts([str(folder)])
     assert fonts == [str(folder / "DejaVuSansMono-Oblique.ttf")]
     why = {os.path.relpath(p, folder): reason for p, reason in skipped.items()}
     assert "do not look like digits" in why["cmsy10.ttf"]  # a symbol font maps "0".."9" to symbols

@@ -38,8 +38,7 @@ import sys
 import time
 
 from digit_detectron.data.synthetic.generate import LABELLED
-from digit_detectron.data.synthetic.glyphs import collect_fonts
-from digit_detectron.data.synthetic.styles import IN_STYLE, SPLIT_STYLES, font_files, held_out_family, split_styles
+from digit_detectron.data.synthetic.styles import SPLIT_STYLES, split_styles, training_fonts
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
 from digit_detectron.utils.io import atomic_write_json
@@ -207,7 +206,7 @@ def main(argv=None):
     env = dict(os.environ, DIGITS_DATASET_ROOT=os.path.abspath(args.data), PYTHONUNBUFFERED="1")
     out = args.output
     start = time.time()
-    fonts = collect_fonts(args.fonts, held_out=held_out_family, known=font_files(IN_STYLE))[0] if args.fonts else ()
+    fonts = training_fonts(args.fonts)[0] if args.fonts else ()
     present = os.path.isfile(os.path.join(args.data, "test_ood.json"))
     made = synthetic_data_made(args.data, split_styles(fonts)) if present else None
     if made is not None and made != (args.train, args.test_ood, args.seed, True):

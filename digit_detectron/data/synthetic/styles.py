@@ -9,7 +9,7 @@ model in the training style. Each split's style is recorded in its json ``info``
 import os
 from dataclasses import asdict, dataclass, replace
 
-from .glyphs import FONT_KINDS
+from .glyphs import FONT_KINDS, collect_fonts
 
 # Glyph sources (``glyphs.render_source``): sans-serif and monospace families, Computer Modern's
 # upright faces, four Hershey faces, seven-segment and a sans stencil for training ...
@@ -126,10 +126,19 @@ def font_files(style):
     return {os.path.basename(file) for kind, file in kinds_and_files if kind in FONT_KINDS}
 
 
+def training_fonts(folders):
+    """
+    The fonts under ``folders`` that may join the training fonts (``glyphs.collect_fonts``: held-out
+    families, fonts that draw no digits and the training fonts already there are skipped), and
+    ``{path: why}`` of the skipped ones.
+    """
+    return collect_fonts(folders, held_out=held_out_family, known=font_files(IN_STYLE))
+
+
 def split_styles(fonts=()):
     """
-    The style of every split (SPLIT_STYLES) with ``fonts`` (font file paths that
-    ``glyphs.collect_fonts`` accepted) added to the in-style glyph sources; the out-of-style side is
+    The style of every split (SPLIT_STYLES) with ``fonts`` (font file paths that ``training_fonts``
+    accepted) added to the in-style glyph sources; the out-of-style side is
     unchanged. A font of a held-out family (``held_out_family``) is a ValueError.
     """
     if not fonts:
