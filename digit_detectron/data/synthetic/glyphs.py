@@ -151,7 +151,7 @@ def collect_fonts(folders, held_out=None, known=()):
         if not os.path.isdir(folder):
             raise FileNotFoundError(f"{folder}: font folder not found")
         found = sorted(
-            os.path.join(d, f) for d, _, names in os.walk(folder) for f in names if f.lower().endswith(FONT_EXTENSIONS)
+            os.path.join(d, f) for d, _, files in os.walk(folder) for f in files if f.lower().endswith(FONT_EXTENSIONS)
         )
         for path in found:
             family = held_out and held_out(path)
