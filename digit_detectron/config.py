@@ -45,6 +45,11 @@ def add_digit_config(cfg):
     _C.INPUT.GAUSSIAN_BLUR.KERNEL_SIZE = 3
     # Sigma is drawn uniformly from this range.
     _C.INPUT.GAUSSIAN_BLUR.SIGMA = (0.3, 0.8)
+    # Width scale (height kept), for condensed and expanded faces: probability, and the range the factor
+    # is drawn from (log-uniformly); 0 disables it.
+    _C.INPUT.WIDTH_SCALE = CN()
+    _C.INPUT.WIDTH_SCALE.PROB = 0.0
+    _C.INPUT.WIDTH_SCALE.RANGE = (0.75, 1.33)
     # Small rotation of the whole image (boxes become the rotated boxes' bounding boxes); 0 disables it.
     _C.INPUT.ROTATION = CN()
     _C.INPUT.ROTATION.PROB = 0.0
@@ -83,6 +88,9 @@ def add_digit_config(cfg):
     _C.MODEL.ROI_HEADS.SOFT_NMS = CN()
     _C.MODEL.ROI_HEADS.SOFT_NMS.ENABLED = False
     _C.MODEL.ROI_HEADS.SOFT_NMS.SIGMA = 0.5
+    # At inference the most likely digit of each box scores the box's foreground probability
+    # (1 - background) instead of its own (modeling/roi_heads.py, credit_foreground).
+    _C.MODEL.ROI_HEADS.FOREGROUND_SCORE = False
 
     # build_torchvision_fpn_backbone: a torchvision classification network (random init unless
     # WEIGHTS names a torchvision state dict file) as the bottom-up backbone, stages res2..res5.
@@ -165,6 +173,9 @@ def add_digit_config(cfg):
     _C.DIGITS.PRETRAIN.CROP_SIZE = 32
     # Use at most this many train images for crops; 0: all.
     _C.DIGITS.PRETRAIN.MAX_IMAGES = 0
+    # Crop augmentation: "basic" (inversion, contrast, brightness) or "shapes" (also width, slant,
+    # stroke weight, blur, colour and noise: engine/pretrain.py, _augment_shapes).
+    _C.DIGITS.PRETRAIN.AUGMENT = "basic"
     # Where pre-trained backbones are cached for later runs.
     _C.DIGITS.PRETRAIN.CACHE_DIR = "output/cache"
     # Metric the best-checkpoint hook maximises ("" disables the hook).
@@ -287,6 +298,7 @@ def validate_config(cfg):
         "DIGITS.TEST_MODE.SCORE_THRESH", "DIGITS.TEST_MODE.NMS_THRESH", "MODEL.ROI_HEADS.SCORE_THRESH_TEST",
         "MODEL.ROI_HEADS.NMS_THRESH_TEST", "INPUT.COLOR_JITTER.PROB", "INPUT.GAUSSIAN_BLUR.PROB",
         "INPUT.ROTATION.PROB", "INPUT.GRAYSCALE_PROB", "INPUT.INVERT_PROB", "INPUT.NOISE.PROB",
+        "INPUT.WIDTH_SCALE.PROB",
     ):  # fmt: skip
         number(key, 0, 1)
     if not cfg.DIGITS.READER.SCORE_THRESHS:
@@ -307,6 +319,9 @@ def validate_config(cfg):
     number("DIGITS.PRETRAIN.LR", 0, lo_open=True)
     number("INPUT.ROTATION.ANGLE", 0, 90)
     number("INPUT.NOISE.SIGMA", 0)
+    scale = cfg.INPUT.WIDTH_SCALE.RANGE
+    if len(scale) != 2 or not 0 < float(scale[0]) <= float(scale[1]):
+        raise ConfigError(f"INPUT.WIDTH_SCALE.RANGE must be (lo, hi) with 0 < lo <= hi, got {tuple(scale)}")
     number("DIGITS.TRAIN_MIX", 0, lo_open=True)
     choice("SOLVER.OPTIMIZER", ("AdamW", "SGD"))
     choice("MODEL.ROI_BOX_HEAD.IOU_LOSS.TYPE", IOU_LOSS_TYPES)
@@ -321,6 +336,7 @@ def validate_config(cfg):
     number("DIGITS.TTA.IOU", 0, 1)
     number("DIGITS.TTA.SCALES", 1, integer=True)
     choice("DIGITS.TTA.MERGE", ("wbf", "nms"))
+    choice("DIGITS.PRETRAIN.AUGMENT", ("basic", "shapes"))
     return cfg
 
 

@@ -16,6 +16,7 @@ from digit_detectron.data.transforms import (
     RandomGrayscale,
     RandomInvert,
     RandomNoise,
+    RandomWidthScale,
 )
 
 from conftest import REPO_ROOT
@@ -114,3 +115,36 @@ def test_recipe_rotation_moves_boxes_with_the_image():
     (x0, y0, x1, y1) = aug_input.boxes[0]
     ys, xs = np.nonzero(aug_input.image[:, :, 0] > 127)
     assert x0 <= xs.min() + 1 and xs.max() - 1 <= x1 and y0 <= ys.min() + 1 and ys.max() - 1 <= y1
+
+
+def test_width_scale_resizes_the_width_only_and_moves_boxes_with_it():
+    import numpy as np
+
+    img = np.zeros((40, 80, 3), np.uint8)
+    img[10:30, 30:40] = 255
+    np.random.seed(0)
+    widths = set()
+    for _ in range(20):
+        t = RandomWidthScale(1.0, (0.75, 1.33)).get_transform(img)
+        out = t.apply_image(img)
+        assert out.shape[0] == 40 and 60 <= out.shape[1] <= 107
+        widths.add(out.shape[1])
+        (x0, y0, x1, y1) = t.apply_box(np.array([[30.0, 10.0, 40.0, 30.0]]))[0]
+        f = out.shape[1] / 80
+        assert (y0, y1) == (10.0, 30.0) and x0 == pytest.approx(30 * f) and x1 == pytest.approx(40 * f)
+        ys, xs = np.nonzero(out[:, :, 0] > 127)
+        assert x0 - 1 <= xs.min() and xs.max() <= x1 + 1
+    assert len(widths) > 5  # condensed and expanded
+    assert np.array_equal(RandomWidthScale(0.0, (0.75, 1.33)).get_transform(img).apply_image(img), img)
+    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), ["INPUT.WIDTH_SCALE.PROB", "0.5"])
+    names = [type(a).__name__ for a in build_digit_augmentation(cfg, is_train=True)]
+    assert names[:2] == ["ResizeShortestEdge", "RandomWidthScale"]
+    assert "RandomWidthScale" not in [type(a).__name__ for a in build_digit_augmentation(cfg, is_train=False)]
+
+
+@pytest.mark.parametrize("opts", [["INPUT.WIDTH_SCALE.RANGE", "(1.2, 0.8)"], ["INPUT.WIDTH_SCALE.PROB", "1.5"]])
+def test_bad_width_scale_names_the_key(opts):
+    from digit_detectron.config import ConfigError
+
+    with pytest.raises(ConfigError, match="INPUT.WIDTH_SCALE"):
+        get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), opts)

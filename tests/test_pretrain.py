@@ -10,8 +10,15 @@ from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.checkpoint import DigitCheckpointer
+from digit_detectron.config import ConfigError
 from digit_detectron.data import register_digits
-from digit_detectron.engine.pretrain import BACKGROUND, extract_crops, maybe_pretrain, pretrain_backbone
+from digit_detectron.engine.pretrain import (
+    BACKGROUND,
+    _augment_shapes,
+    extract_crops,
+    maybe_pretrain,
+    pretrain_backbone,
+)
 
 from conftest import REPO_ROOT, tiny_model_opts
 
@@ -77,6 +84,9 @@ def test_maybe_pretrain_caches_the_warm_start(digit_root, tmp_path):
     assert maybe_pretrain(again) == path and os.path.getmtime(path) == mtime  # reused, not re-trained
     changed = get_digit_cfg(CONFIG, opts + ["DIGITS.PRETRAIN.STEPS", "3"])
     assert maybe_pretrain(changed) != path
+    shapes = get_digit_cfg(CONFIG, opts + ["DIGITS.PRETRAIN.AUGMENT", "shapes"])
+    shapes_path = maybe_pretrain(shapes)
+    assert shapes_path not in (path, changed.MODEL.WEIGHTS) and os.path.isfile(shapes_path)
     explicit = get_digit_cfg(CONFIG, opts + ["MODEL.WEIGHTS", "x.pth"])
     assert maybe_pretrain(explicit) is None and explicit.MODEL.WEIGHTS == "x.pth"
 
@@ -86,3 +96,37 @@ def test_r50_warmstart_config_pretrains_instead_of_loading_imagenet_weights():
     assert cfg.MODEL.RESNETS.DEPTH == 50 and cfg.MODEL.WEIGHTS == ""
     assert cfg.DIGITS.PRETRAIN.ENABLED and cfg.MODEL.RESNETS.NORM == "BN"
     assert cfg.MODEL.ANCHOR_GENERATOR.SIZES == get_digit_cfg(CONFIG).MODEL.ANCHOR_GENERATOR.SIZES
+
+
+def _bar_crops(n=64, size=32):
+    """Dark crops, each with one bright vertical bar (a "1") in its centre."""
+    crops = torch.full((n, 3, size, size), 20, dtype=torch.uint8)
+    crops[:, :, 8:24, 14:18] = 230
+    return crops
+
+
+def test_shape_augmentation_varies_glyphs_but_keeps_them_centred():
+    crops = _bar_crops()
+    out = _augment_shapes(crops, torch.Generator().manual_seed(0))
+    assert out.shape == crops.shape and out.dtype == torch.float32
+    assert float(out.min()) >= 0 and float(out.max()) <= 255
+    again = _augment_shapes(crops, torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)  # deterministic per generator seed
+    assert not torch.equal(out, _augment_shapes(crops, torch.Generator().manual_seed(1)))
+    # The ink (bright or, after an inversion, dark) stays near the centre: the label still holds.
+    grey = out.mean(dim=1)
+    background = grey[:, :2, :2].mean(dim=(1, 2), keepdim=True)
+    ink = (grey - background).abs()
+    ink = ink / ink.sum(dim=(1, 2), keepdim=True)
+    coords = torch.arange(32, dtype=torch.float32) + 0.5
+    cx = (ink.sum(dim=1) * coords).sum(dim=1)
+    cy = (ink.sum(dim=2) * coords).sum(dim=1)
+    assert (cx - 16).abs().max() < 3 and (cy - 16).abs().max() < 3
+    # Widths differ from crop to crop (condensed .. expanded, thinner .. thicker strokes).
+    widths = (ink > ink.amax(dim=(1, 2), keepdim=True) / 2).float().sum(dim=2).amax(dim=1)
+    assert widths.max() - widths.min() >= 2
+
+
+def test_bad_pretrain_augment_names_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="DIGITS.PRETRAIN.AUGMENT"):
+        get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["DIGITS.PRETRAIN.AUGMENT", "heavy"])

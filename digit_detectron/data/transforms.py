@@ -93,15 +93,39 @@ class RandomNoise(_RandomPhotometric):
         return noisy
 
 
+class RandomWidthScale(T.Augmentation):
+    """
+    With probability ``prob``, resize the image's width by a factor drawn log-uniformly from
+    ``scale_range`` (height kept): condensed and expanded versions of every face (boxes follow).
+    """
+
+    def __init__(self, prob, scale_range):
+        super().__init__()
+        lo, hi = (float(v) for v in scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"INPUT.WIDTH_SCALE.RANGE must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
+        self._init(locals())
+        self.lo, self.hi = lo, hi
+
+    def get_transform(self, image):
+        if self._rand_range() >= self.prob:
+            return T.NoOpTransform()
+        h, w = image.shape[:2]
+        factor = float(np.exp(np.random.uniform(np.log(self.lo), np.log(self.hi))))
+        return T.ResizeTransform(h, w, h, max(1, int(round(w * factor))))
+
+
 def build_digit_augmentation(cfg, is_train):
     """
-    detectron2's resize (and flip only if INPUT.RANDOM_FLIP asks), then for training: a small rotation
-    and the photometric ones (colour jitter, grayscale, inversion, blur, noise), each off at 0.
+    detectron2's resize (and flip only if INPUT.RANDOM_FLIP asks), then for training: a width scale, a
+    small rotation and the photometric ones (colour jitter, grayscale, inversion, blur, noise), each off at 0.
     """
     augs = build_augmentation(cfg, is_train)
     if is_train:
         inp = cfg.INPUT
         cj, blur, noise = inp.COLOR_JITTER, inp.GAUSSIAN_BLUR, inp.NOISE
+        if inp.WIDTH_SCALE.PROB > 0:
+            augs.append(RandomWidthScale(inp.WIDTH_SCALE.PROB, tuple(inp.WIDTH_SCALE.RANGE)))
         if inp.ROTATION.PROB > 0:
             angle = float(inp.ROTATION.ANGLE)
             rotation = T.RandomRotation([-angle, angle], expand=False, sample_style="range")

@@ -122,14 +122,102 @@ def _augment(batch, generator):
     return ((x - mean) * contrast + mean + brightness).clamp(0, 255)
 
 
+# DIGITS.PRETRAIN.AUGMENT "shapes": the glyph-shape randomisation of ``_augment_shapes`` (probability
+# of each part, and its range).
+SHAPE_WIDTH = (0.7, 1.3)  # horizontal scale: condensed .. expanded faces
+SHAPE_SHEAR = (-0.15, 0.35)  # x shift per unit of y: back slant .. italic
+SHAPE_ROTATION = 0.1  # radians either way
+STROKE_PROB = 0.3  # thinner or thicker strokes (a grey-level erosion or dilation of the ink)
+BLUR_PROB = 0.2
+COLOUR_PROB = 0.3  # channels shuffled (colour schemes) or grey
+NOISE_PROB = 0.2
+
+
+def _augment_shapes(batch, generator):
+    """
+    ``_augment`` plus randomised glyph shapes, on an N x 3 x H x W uint8 batch: a random affine warp
+    per crop (width, shear, small rotation; the crop's centre, and so the digit's label, stays),
+    thinner or thicker strokes, blur, shuffled or grey channels and noise. Crops are cheap, so the
+    warm start sees condensed, expanded, slanted, light and heavy versions of every training glyph
+    without a detector step spent on them.
+    """
+    x = batch.float()
+    n, c, h, w = x.shape
+
+    def uniform(lo, hi):
+        return torch.empty(n).uniform_(lo, hi, generator=generator)
+
+    def chosen(prob):
+        return torch.rand(n, generator=generator) < prob
+
+    # Affine warp about the centre, in the normalised coordinates of affine_grid (output -> input).
+    width, shear, angle = uniform(*SHAPE_WIDTH), uniform(*SHAPE_SHEAR), uniform(-SHAPE_ROTATION, SHAPE_ROTATION)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0] = cos / width
+    theta[:, 0, 1] = (-sin + shear * cos) / width * h / w
+    theta[:, 1, 0] = sin * w / h
+    theta[:, 1, 1] = cos + shear * sin
+    grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # Strokes: the ink is the side away from the crop's median grey; grow or shrink it by one pixel.
+    stroke = chosen(STROKE_PROB)
+    if stroke.any():
+        grey = x.mean(dim=1, keepdim=True)
+        dark_ink = (grey - grey.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)).mean(dim=(1, 2, 3)) > 0
+        grow = chosen(0.5)
+        dilate = F.max_pool2d(x, 3, 1, 1)
+        erode = -F.max_pool2d(-x, 3, 1, 1)
+        # bright ink grows by a dilation, dark ink by an erosion
+        thicker = torch.where(dark_ink.view(-1, 1, 1, 1), erode, dilate)
+        thinner = torch.where(dark_ink.view(-1, 1, 1, 1), dilate, erode)
+        changed = torch.where(grow.view(-1, 1, 1, 1), thicker, thinner)
+        x = torch.where(stroke.view(-1, 1, 1, 1), changed, x)
+    blur = chosen(BLUR_PROB)
+    if blur.any():
+        kernel = torch.tensor([1.0, 2.0, 1.0])
+        kernel = (kernel[:, None] * kernel[None, :] / 16).expand(c, 1, 3, 3)
+        blurred = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, groups=c)
+        x = torch.where(blur.view(-1, 1, 1, 1), blurred, x)
+    colour = chosen(COLOUR_PROB)
+    if colour.any():
+        perm = torch.stack([torch.randperm(c, generator=generator) for _ in range(n)])
+        shuffled = torch.gather(x, 1, perm.view(n, c, 1, 1).expand(n, c, h, w))
+        grey = x.mean(dim=1, keepdim=True).expand(n, c, h, w)
+        recoloured = torch.where(chosen(0.5).view(-1, 1, 1, 1), shuffled, grey)
+        x = torch.where(colour.view(-1, 1, 1, 1), recoloured, x)
+    noise = chosen(NOISE_PROB)
+    if noise.any():
+        sigma = uniform(2.0, 10.0).view(-1, 1, 1, 1)
+        noisy = x + torch.randn(x.shape, generator=generator) * sigma
+        x = torch.where(noise.view(-1, 1, 1, 1), noisy, x)
+    return _augment(x.clamp(0, 255), generator)
+
+
+AUGMENTATIONS = {"basic": _augment, "shapes": _augment_shapes}
+
+
 def pretrain_backbone(
-    cfg, dataset_names, output_path, steps=300, batch_size=128, lr=2e-3, crop_size=32, max_images=None, seed=0
+    cfg,
+    dataset_names,
+    output_path,
+    steps=300,
+    batch_size=128,
+    lr=2e-3,
+    crop_size=32,
+    max_images=None,
+    seed=0,
+    augment="basic",
 ):
     """
     Pre-train ``cfg``'s bottom-up backbone on digit crops of ``dataset_names`` and save it as a
     detectron2 checkpoint (keys ``backbone.bottom_up.*``) at ``output_path``, atomically.
-    Returns a dict with the crop count, the last-100-step accuracy and the time taken.
+    ``augment``: "basic" (inversion, contrast, brightness) or "shapes" (``_augment_shapes``: also
+    width, slant, stroke weight, blur, colour and noise). Returns a dict with the crop count, the
+    last-100-step accuracy and the time taken.
     """
+    if augment not in AUGMENTATIONS:
+        raise ValueError(f"DIGITS.PRETRAIN.AUGMENT must be one of {sorted(AUGMENTATIONS)}, got {augment!r}")
     start = time.perf_counter()
     dicts = [d for name in dataset_names for d in DatasetCatalog.get(name)]
     if max_images:
@@ -150,7 +238,7 @@ def pretrain_backbone(
     correct = []
     for step in range(steps):
         idx = torch.randint(len(targets), (batch_size,), generator=generator)
-        logits = model(_augment(data[idx], generator))
+        logits = model(AUGMENTATIONS[augment](data[idx], generator))
         loss = F.cross_entropy(logits, targets[idx])
         optimizer.zero_grad()
         loss.backward()
@@ -199,6 +287,8 @@ def pretrain_cache_path(cfg, dataset_names):
         p.MAX_IMAGES,
         cfg.SEED,
     ]
+    if p.AUGMENT != "basic":  # the key of a "basic" warm start is the one it had before AUGMENT existed
+        settings.append(p.AUGMENT)
     digest = hashlib.sha1(json.dumps([settings, data], default=str).encode()).hexdigest()[:12]
     return os.path.join(p.CACHE_DIR, f"backbone_pretrain_{digest}.pth")
 
@@ -226,6 +316,7 @@ def maybe_pretrain(cfg):
                 crop_size=p.CROP_SIZE,
                 max_images=p.MAX_IMAGES or None,
                 seed=max(cfg.SEED, 0),
+                augment=p.AUGMENT,
             )
     comm.synchronize()
     cfg.MODEL.WEIGHTS = path

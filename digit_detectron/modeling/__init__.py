@@ -4,7 +4,7 @@ torchvision backbones (BACKBONE_REGISTRY).
 """
 
 from .iou_loss import IOU_LOSS_TYPES, box_iou_loss, iou_loss_lambda
-from .roi_heads import DigitFastRCNNOutputLayers, DigitROIHeads
+from .roi_heads import DigitFastRCNNOutputLayers, DigitROIHeads, credit_foreground
 from .torchvision_backbone import TorchvisionBackbone, build_torchvision_backbone, build_torchvision_fpn_backbone
 
 __all__ = [
@@ -13,6 +13,7 @@ __all__ = [
     "iou_loss_lambda",
     "DigitFastRCNNOutputLayers",
     "DigitROIHeads",
+    "credit_foreground",
     "TorchvisionBackbone",
     "build_torchvision_backbone",
     "build_torchvision_fpn_backbone",

@@ -9,7 +9,7 @@ from .iou_loss import IOU_LOSS_TYPES, box_iou_loss, iou_loss_lambda
 from .roi_align import use_sparse_training_pass
 from .soft_nms import soft_nms_inference_single_image
 
-__all__ = ["DigitFastRCNNOutputLayers", "DigitROIHeads"]
+__all__ = ["DigitFastRCNNOutputLayers", "DigitROIHeads", "credit_foreground"]
 
 _IOU_LOSS_INTO = ("cls", "box_reg")
 
@@ -40,6 +40,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
         iou_loss_lambda_step=0.05,
         iou_loss_lambda_max=0.5,
         soft_nms_sigma=0.0,
+        foreground_score=False,
         **kwargs,
     ):
         """
@@ -51,6 +52,9 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
             iou_loss_lambda_max: the schedule of :func:`iou_loss_lambda`.
             soft_nms_sigma (float): > 0: Gaussian soft-NMS with this sigma replaces the per-class
                 hard NMS at inference (``modeling/soft_nms.py``); 0: detectron2's NMS.
+            foreground_score (bool): at inference, the most likely digit of each proposal scores the
+                proposal's foreground probability (1 - background) instead of its own probability
+                (``credit_foreground``); the other digits keep theirs.
         """
         super().__init__(input_shape, **kwargs)
         if iou_loss_type not in IOU_LOSS_TYPES:
@@ -64,6 +68,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
         self.iou_loss_lambda_step = iou_loss_lambda_step
         self.iou_loss_lambda_max = iou_loss_lambda_max
         self.soft_nms_sigma = float(soft_nms_sigma)
+        self.foreground_score = bool(foreground_score)
         # 0-indexed training epoch; a plain attribute (not checkpointed): the trainer sets it.
         self.epoch = 0
 
@@ -80,6 +85,7 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
                 "iou_loss_lambda_step": iou.LAMBDA_STEP,
                 "iou_loss_lambda_max": iou.LAMBDA_MAX,
                 "soft_nms_sigma": cfg.MODEL.ROI_HEADS.SOFT_NMS.SIGMA if cfg.MODEL.ROI_HEADS.SOFT_NMS.ENABLED else 0.0,
+                "foreground_score": cfg.MODEL.ROI_HEADS.FOREGROUND_SCORE,
             }
         )
         return ret
@@ -100,6 +106,12 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
             self.iou_loss_lambda_step,
             self.iou_loss_lambda_max,
         )
+
+    def predict_probs(self, predictions, proposals):
+        probs = super().predict_probs(predictions, proposals)
+        if not self.foreground_score:
+            return probs
+        return [credit_foreground(p) for p in probs]
 
     def inference(self, predictions, proposals):
         if self.soft_nms_sigma <= 0:
@@ -155,6 +167,20 @@ class DigitFastRCNNOutputLayers(FastRCNNOutputLayers):
             fg_deltas = proposal_deltas.view(-1, self.num_classes, box_dim)[fg_inds, gt_classes[fg_inds]]
         fg_pred_boxes = self.box2box_transform.apply_deltas(fg_deltas, proposal_boxes[fg_inds])
         return box_iou_loss(fg_pred_boxes, gt_boxes[fg_inds], self.iou_loss_type)
+
+
+def credit_foreground(probs):
+    """
+    ``probs`` (R x (K + 1) softmax, background last) with each row's most likely class set to the row's
+    foreground probability, 1 - background: a box that is surely a digit but torn between two digits
+    (e.g. 0.45 "1", 0.40 "7", 0.15 background) scores 0.85 for its best digit instead of 0.45, so a
+    reader's score threshold keeps it. The other classes keep their own probabilities, which are lower.
+    """
+    if probs.shape[0] == 0:
+        return probs
+    foreground = 1.0 - probs[:, -1:]
+    best = probs[:, :-1].argmax(dim=1, keepdim=True)
+    return probs.scatter(1, best, foreground)
 
 
 @ROI_HEADS_REGISTRY.register()
