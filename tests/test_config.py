@@ -104,7 +104,8 @@ def test_new_photometric_augmentations_change_pixels_as_named_and_keep_boxes():
 def test_recipe_rotation_moves_boxes_with_the_image():
     import numpy as np
 
-    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), ["INPUT.ROTATION.PROB", "1.0"])
+    opts = ["INPUT.ROTATION.PROB", "1.0", "INPUT.WIDTH_SCALE.PROB", "0.0"]  # the rotation right after the resize
+    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), opts)
     augs = build_digit_augmentation(cfg, is_train=True)
     names = [type(a).__name__ for a in augs]
     assert names[:2] == ["ResizeShortestEdge", "RandomApply"] and "RandomInvert" in names and "RandomNoise" in names

@@ -84,9 +84,10 @@ def test_maybe_pretrain_caches_the_warm_start(digit_root, tmp_path):
     assert maybe_pretrain(again) == path and os.path.getmtime(path) == mtime  # reused, not re-trained
     changed = get_digit_cfg(CONFIG, opts + ["DIGITS.PRETRAIN.STEPS", "3"])
     assert maybe_pretrain(changed) != path
-    shapes = get_digit_cfg(CONFIG, opts + ["DIGITS.PRETRAIN.AUGMENT", "shapes"])
-    shapes_path = maybe_pretrain(shapes)
-    assert shapes_path not in (path, changed.MODEL.WEIGHTS) and os.path.isfile(shapes_path)
+    other = "basic" if cfg.DIGITS.PRETRAIN.AUGMENT == "shapes" else "shapes"
+    augmented = get_digit_cfg(CONFIG, opts + ["DIGITS.PRETRAIN.AUGMENT", other])
+    augmented_path = maybe_pretrain(augmented)
+    assert augmented_path not in (path, changed.MODEL.WEIGHTS) and os.path.isfile(augmented_path)
     explicit = get_digit_cfg(CONFIG, opts + ["MODEL.WEIGHTS", "x.pth"])
     assert maybe_pretrain(explicit) is None and explicit.MODEL.WEIGHTS == "x.pth"
 
