@@ -104,8 +104,7 @@ class RandomWidthScale(T.Augmentation):
         lo, hi = (float(v) for v in scale_range)
         if not 0 < lo <= hi:
             raise ValueError(f"INPUT.WIDTH_SCALE.RANGE must be (lo, hi) with 0 < lo <= hi, got {scale_range}")
-        self._init(locals())
-        self.lo, self.hi = lo, hi
+        self._init(locals())  # prob, scale_range, lo, hi
 
     def get_transform(self, image):
         if self._rand_range() >= self.prob:

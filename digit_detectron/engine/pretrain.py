@@ -160,18 +160,19 @@ def _augment_shapes(batch, generator):
     theta[:, 1, 1] = cos + shear * sin
     grid = F.affine_grid(theta, (n, c, h, w), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-    # Strokes: the ink is the side away from the crop's median grey; grow or shrink it by one pixel.
+    # Strokes: the ink is the minority side of the crop's median grey (a mean above the median: bright
+    # ink on a darker ground); grow or shrink it by one pixel.
     stroke = chosen(STROKE_PROB)
     if stroke.any():
         grey = x.mean(dim=1, keepdim=True)
-        dark_ink = (grey - grey.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)).mean(dim=(1, 2, 3)) > 0
-        grow = chosen(0.5)
+        bright_ink = (grey - grey.flatten(1).median(dim=1).values.view(-1, 1, 1, 1)).mean(dim=(1, 2, 3)) > 0
+        thin = chosen(0.5)
         dilate = F.max_pool2d(x, 3, 1, 1)
         erode = -F.max_pool2d(-x, 3, 1, 1)
         # bright ink grows by a dilation, dark ink by an erosion
-        thicker = torch.where(dark_ink.view(-1, 1, 1, 1), erode, dilate)
-        thinner = torch.where(dark_ink.view(-1, 1, 1, 1), dilate, erode)
-        changed = torch.where(grow.view(-1, 1, 1, 1), thicker, thinner)
+        thicker = torch.where(bright_ink.view(-1, 1, 1, 1), dilate, erode)
+        thinner = torch.where(bright_ink.view(-1, 1, 1, 1), erode, dilate)
+        changed = torch.where(thin.view(-1, 1, 1, 1), thinner, thicker)
         x = torch.where(stroke.view(-1, 1, 1, 1), changed, x)
     blur = chosen(BLUR_PROB)
     if blur.any():
