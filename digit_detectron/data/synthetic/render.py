@@ -65,7 +65,7 @@ def render_sample(rng, layout, glyphs, style):
     ]
     if style.glyph_slant_prob > 0 and rng.random() < style.glyph_slant_prob:
         sources = slant_glyphs(sources, rng.uniform(*GLYPH_SLANT))
-    rects = _place_glyphs(rng, boxes, sources)
+    rects = _place_glyphs(rng, boxes, sources, apart=style.glyphs_apart)
     unit = float(np.median(boxes[:, 3]))
     affine = _camera_affine(rng, boxes, cw, ch)
     extent = _extent(_rect_corners(boxes), affine)
@@ -164,12 +164,12 @@ def _ink_box(mask):
     return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
 
 
-def _place_glyphs(rng, boxes, sources):
+def _place_glyphs(rng, boxes, sources, apart=True):
     """
     Glyph rectangles (XYWH, canvas px) inside the layout boxes, the way SVHN annotators box digits:
     the ink spans 88-100% of its box's height and keeps its glyph's aspect ratio (the whole number
     condensed or expanded by up to 15%), but is never wider than its box; placed near the box centre.
-    Where two neighbouring boxes of a row overlap, the glyphs are kept apart (``_keep_apart``).
+    Where two neighbouring boxes of a row overlap, the glyphs are kept apart (``_keep_apart``) if ``apart``.
     """
     x, y, w, h = boxes.T
     k = len(boxes)
@@ -178,7 +178,8 @@ def _place_glyphs(rng, boxes, sources):
     gw = np.minimum(gh * aspect * rng.uniform(0.85, 1.15), w)
     gx = x + (w - gw) * rng.uniform(0.35, 0.65, size=k)
     gy = y + (h - gh) * rng.uniform(0.3, 0.7, size=k)
-    gx, gw = _keep_apart(boxes, gx, gy, gw, gh)
+    if apart:
+        gx, gw = _keep_apart(boxes, gx, gy, gw, gh)
     return np.stack([gx, gy, gw, gh], axis=1)
 
 

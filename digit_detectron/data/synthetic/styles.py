@@ -69,6 +69,10 @@ class Style:
     # effect, not a style of its own: the held-out style keeps its own italic fonts and draws none.
     glyph_slant_prob: float = 0.0
     photos: tuple = ()  # names of textures.PHOTOS, drawn by the "photo" texture
+    # Neighbouring glyphs kept apart where the annotators' boxes overlap (render._keep_apart): real
+    # digits stand side by side. False draws each glyph as wide as its box allows, over its neighbour's
+    # ink where the boxes overlap (the generator before 2026-12-06; recorded, so such data is made again).
+    glyphs_apart: bool = True
 
     def info(self):
         """The style as json-ready data (the dataset json's ``info.style``)."""
