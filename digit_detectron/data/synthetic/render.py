@@ -183,7 +183,7 @@ def _place_glyphs(rng, boxes, sources, apart=True):
     return np.stack([gx, gy, gw, gh], axis=1)
 
 
-# Neighbouring glyphs whose boxes overlap keep a gap of this fraction of the lower glyph height, and
+# Neighbouring glyphs whose boxes overlap keep a gap of this fraction of the shorter glyph's height, and
 # are narrowed to no less than GLYPH_MIN_WIDTH of their width (beyond that they may still touch).
 GLYPH_GAP = 0.03
 GLYPH_MIN_WIDTH = 0.6
@@ -196,9 +196,11 @@ def _keep_apart(boxes, gx, gy, gw, gh):
     the real SVHN train images have two overlapping neighbour boxes, 27% by over a tenth of the
     narrower width), while a glyph drawn as wide as its box would cover its neighbour's ink there.
     Each glyph stays inside its own box; where two boxes overlap, each glyph stays on its side of the
-    middle of the overlap (less half of GLYPH_GAP), moved within its box first, then narrowed (not
-    below GLYPH_MIN_WIDTH of its width, so boxes that overlap by much may still show touching ink).
-    Digits of a column (glyphs that share under half of the lower one's height) are left as they are.
+    middle of the overlap (half the gap, GLYPH_GAP of the shorter glyph's height, away from it), moved
+    within its box first, then narrowed, but not below GLYPH_MIN_WIDTH of its width: boxes that overlap
+    by much may still show touching ink, and such a glyph may then reach past its box's far side (the
+    label box grows to hold the ink, ``_label_box``). Neighbours whose rows share less than half of
+    the shorter glyph's height (a column) are left as they are.
     """
     x, _, w, _ = boxes.T
     gx, gw = gx.astype(np.float64).copy(), gw.astype(np.float64).copy()
