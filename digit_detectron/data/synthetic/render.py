@@ -203,8 +203,7 @@ def _keep_apart(boxes, gx, gy, gw, gh):
     the shorter glyph's height (a column) are left as they are.
     """
     x, _, w, _ = boxes.T
-    gx, gw = gx.astype(np.float64).copy(), gw.astype(np.float64).copy()
-    lo, hi = x.astype(np.float64).copy(), (x + w).astype(np.float64)
+    lo, hi = x.astype(np.float64), (x + w).astype(np.float64)  # new arrays: the loop narrows them in place
     order = np.argsort(x + w / 2, kind="stable")
     for i, j in zip(order[:-1], order[1:]):
         shorter = min(gh[i], gh[j])
