@@ -149,6 +149,15 @@ def test_command_line_writes_the_split_and_names_a_missing_font(tmp_path):
     assert not (tmp_path / "o2" / "test_ood.json").exists()
 
 
+def test_its_photos_are_none_that_the_generator_draws():
+    from digit_detectron.data.synthetic.styles import STYLES
+
+    drawn = {photo for style in STYLES.values() for photo in style.photos}
+    file_stem = {"immunohistochemistry": "ihc"}  # scikit-image's function name -> the file the generator names
+    assert drawn and not {file_stem.get(p, p) for p in ind.PHOTOS} & drawn
+    assert len(ind._photos()) == len(ind.PHOTOS)
+
+
 def test_a_layout_without_labels_draws_digits_of_its_own():
     fonts, _ = ind.load_fonts([])
     layout = Layout(80, 40, np.array([[10.0, 5, 20, 30], [32, 5, 20, 30]]), None)

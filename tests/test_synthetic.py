@@ -31,7 +31,15 @@ from digit_detectron.data.synthetic.render import (
     slant_glyphs,
 )
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, SPLIT_STYLES, overlap
-from digit_detectron.data.synthetic.textures import PHOTOS, ColourScheme, load_photo, photo, random_background
+from digit_detectron.data.synthetic.textures import (
+    PHOTOS,
+    ColourScheme,
+    clutter,
+    load_photo,
+    painted_wall,
+    photo,
+    random_background,
+)
 from digit_detectron.utils.cli import run_tool
 
 from conftest import GEOMETRY, REPO_ROOT
@@ -284,6 +292,37 @@ def test_photo_backgrounds_are_tinted_crops_of_real_photos(glyphs):
     style = replace(IN_STYLE, textures=("photo",))
     layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([2, 1, 4, 7, 0]))
     samples = [render_sample(np.random.default_rng([8, i]), layout, glyphs, style) for i in range(8)]
+    assert_boxes_hold_visible_ink(samples)
+
+
+def test_photo_contrast_of_a_style_sets_how_strongly_the_photo_shows(glyphs):
+    colour = np.array([200.0, 120.0, 40.0], np.float32)
+    faint, strong = ((0.1, 0.15), (0.6, 0.7))
+    for i in range(4):
+        low = photo(np.random.default_rng([5, i]), 60, 150, colour, IN_STYLE.photos, faint)
+        high = photo(np.random.default_rng([5, i]), 60, 150, colour, IN_STYLE.photos, strong)
+        # the same crop (same draws), shown more strongly: the shade (image / colour) varies more
+        assert (high[..., 0] / colour[0]).std() > 2.5 * (low[..., 0] / colour[0]).std()
+    # The training style shows its photos more strongly than before (recipe log, run 15); recorded.
+    assert IN_STYLE.photo_contrast[1] > 0.4 and IN_STYLE.info()["photo_contrast"] == list(IN_STYLE.photo_contrast)
+
+
+def test_clutter_walls_hold_shapes_that_are_not_digits(glyphs):
+    assert "clutter" in IN_STYLE.textures and "clutter" not in OUT_OF_STYLE.textures
+    scheme = ColourScheme(IN_STYLE.palette, IN_STYLE.hue_range)
+    colour = np.array([180.0, 170.0, 150.0], np.float32)
+    walls = [clutter(np.random.default_rng([6, i]), 64, 160, colour, 30, scheme) for i in range(6)]
+    plain = [painted_wall(np.random.default_rng([6, i]), 64, 160, colour, 30, scheme) for i in range(6)]
+    for wall, flat in zip(walls, plain):
+        assert wall.shape == (64, 160, 3) and wall.dtype == np.float32
+        # the same wall (same draws) under shapes in other colours: some of it changed a lot
+        far = np.abs(wall - flat).max(2) > 30
+        assert 0.02 < far.mean() < 0.9
+    assert np.array_equal(clutter(np.random.default_rng([6, 0]), 64, 160, colour, 30, scheme), walls[0])
+    # Numbers drawn on cluttered walls: boxes hold visible ink.
+    style = replace(IN_STYLE, textures=("clutter",))
+    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([2, 1, 4, 7, 0]))
+    samples = [render_sample(np.random.default_rng([9, i]), layout, glyphs, style) for i in range(8)]
     assert_boxes_hold_visible_ink(samples)
 
 

@@ -70,7 +70,9 @@ def render_sample(rng, layout, glyphs, style):
     affine = _camera_affine(rng, boxes, cw, ch)
     extent = _extent(_rect_corners(boxes), affine)
 
-    image = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures, style.photos)
+    image = random_background(
+        rng, ch, cw, scheme.random(rng), unit, scheme, style.textures, style.photos, style.photo_contrast
+    )
     if rng.random() < 0.3:
         image = _add_second_surface(rng, image, extent, unit, scheme, style)
     if rng.random() < 0.25:
@@ -310,7 +312,9 @@ def _add_second_surface(rng, image, extent, unit, scheme, style):
         coords = coords[::-1]
     edge = np.clip(where - coords + 0.5, 0, 1)
     alpha = edge[None, :, None] if side in (0, 2) else edge[:, None, None]
-    other = random_background(rng, ch, cw, scheme.random(rng), unit, scheme, style.textures, style.photos)
+    other = random_background(
+        rng, ch, cw, scheme.random(rng), unit, scheme, style.textures, style.photos, style.photo_contrast
+    )
     return image * (1 - alpha) + other * alpha
 
 

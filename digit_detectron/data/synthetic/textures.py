@@ -1,9 +1,10 @@
 """
 Backgrounds and colours for synthetic house numbers: procedural painted walls, siding, bricks, wood,
-tiles, stucco, foliage, out-of-focus scenery, and crops of real photos (the sample images that
-scikit-image ships). Images are float32 HxWx3 RGB in 0..255. Colours come from a ``ColourScheme`` (a
-part of the palette and a range of hues), so that the style split (``styles``) can keep colour
-schemes apart; a photo lends its grey-level structure and takes the scheme's colour.
+tiles, stucco, foliage, out-of-focus scenery, walls cluttered with shapes, and crops of real photos
+(the sample images that scikit-image ships). Images are float32 HxWx3 RGB in 0..255. Colours come
+from a ``ColourScheme`` (a part of the palette and a range of hues), so that the style split
+(``styles``) can keep colour schemes apart; a photo lends its grey-level structure and takes the
+scheme's colour.
 """
 
 import colorsys
@@ -196,6 +197,43 @@ def foliage(rng, h, w, colour, unit, scheme):
     return out * (1 - cover) + greens * cover
 
 
+def clutter(rng, h, w, colour, unit, scheme):
+    """
+    A busy wall: a painted wall under random circles, rings, ellipses, arcs, bars, lines and polygons
+    in the scheme's colours, some out of focus: shapes that are not digits, at digit scale and below.
+    """
+    out = np.ascontiguousarray(painted_wall(rng, h, w, colour, unit, scheme), dtype=np.float32)
+    count = int(min(60, rng.integers(4, 12) * max(1.0, h * w / (6 * unit * unit))))
+    for _ in range(count):
+        c = tuple(float(v) for v in scheme.random(rng))
+        x, y = int(rng.uniform(0, w)), int(rng.uniform(0, h))
+        size = max(2, int(unit * rng.uniform(0.1, 1.2)))
+        thick = -1 if rng.random() < 0.4 else max(1, int(unit * rng.uniform(0.03, 0.15)))
+        kind = int(rng.integers(5))
+        if kind == 0:
+            cv2.circle(out, (x, y), size // 2 + 1, c, thick, cv2.LINE_AA)
+        elif kind == 1:
+            axes = (size // 2 + 1, max(1, int(size * rng.uniform(0.2, 0.8))))
+            start = rng.uniform(0, 360)
+            end = start + (360 if rng.random() < 0.5 else rng.uniform(60, 300))
+            cv2.ellipse(out, (x, y), axes, rng.uniform(0, 180), start, end, c, thick, cv2.LINE_AA)
+        elif kind == 2:
+            angle = rng.uniform(0, np.pi)
+            dx, dy = int(size * np.cos(angle)), int(size * np.sin(angle))
+            cv2.line(out, (x - dx, y - dy), (x + dx, y + dy), c, max(1, thick), cv2.LINE_AA)
+        elif kind == 3:
+            cv2.rectangle(out, (x, y), (x + size, y + int(size * rng.uniform(0.2, 1.5))), c, thick, cv2.LINE_AA)
+        else:
+            points = np.stack([x + rng.normal(0, size / 2, 5), y + rng.normal(0, size / 2, 5)], 1).astype(np.int32)
+            if thick < 0:
+                cv2.fillPoly(out, [points], c, cv2.LINE_AA)
+            else:
+                cv2.polylines(out, [points], bool(rng.random() < 0.5), c, thick, cv2.LINE_AA)
+    if rng.random() < 0.5:
+        out = cv2.GaussianBlur(out, (0, 0), max(0.5, unit * rng.uniform(0.02, 0.15)))
+    return out
+
+
 TEXTURES = {
     "painted_wall": painted_wall,
     "siding": siding,
@@ -205,6 +243,7 @@ TEXTURES = {
     "tiles": tiles,
     "stucco": stucco,
     "foliage": foliage,
+    "clutter": clutter,
 }
 # Relative frequency of each texture among those a style allows.
 TEXTURE_WEIGHT = {
@@ -217,6 +256,7 @@ TEXTURE_WEIGHT = {
     "stucco": 0.3,
     "foliage": 0.2,
     "photo": 0.35,
+    "clutter": 0.3,
 }
 
 
@@ -258,10 +298,11 @@ def load_photo(name):
     return (grey - grey.mean()) / max(float(grey.std()), 1e-6)
 
 
-def photo(rng, h, w, colour, photos):
+def photo(rng, h, w, colour, photos, contrast=(0.1, 0.4)):
     """
     A crop of one of ``photos`` (PHOTOS names) at a random zoom, sometimes mirrored: its grey-level
-    structure at a random contrast, tinted with ``colour`` (so the style's colour scheme still rules).
+    structure at a random contrast from ``contrast`` (the shade's standard deviation around 1), tinted
+    with ``colour`` (so the style's colour scheme still rules).
     """
     grey = load_photo(photos[int(rng.integers(len(photos)))])
     ph, pw = grey.shape
@@ -274,19 +315,19 @@ def photo(rng, h, w, colour, photos):
     crop = cv2.resize(
         np.ascontiguousarray(crop), (w, h), interpolation=cv2.INTER_AREA if zoom > 1 else cv2.INTER_LINEAR
     )
-    shade = np.clip(1 + rng.uniform(0.1, 0.4) * crop, 0.2, 2.0)
+    shade = np.clip(1 + rng.uniform(*contrast) * crop, 0.1, 2.5)
     return _tint(shade, colour)
 
 
-def random_background(rng, h, w, colour, unit, scheme, textures=tuple(TEXTURES), photos=()):
+def random_background(rng, h, w, colour, unit, scheme, textures=tuple(TEXTURES), photos=(), photo_contrast=(0.1, 0.4)):
     """
     A textured HxWx3 background around ``colour`` from ``textures`` (TEXTURES names, and "photo" for
-    a crop of one of ``photos``); ``unit`` (px) is the typical digit height.
+    a crop of one of ``photos`` at ``photo_contrast``); ``unit`` (px) is the typical digit height.
     """
     weights = np.array([TEXTURE_WEIGHT[t] for t in textures])
     name = textures[rng.choice(len(textures), p=weights / weights.sum())]
     if name == "photo":
         if not photos:
             raise ValueError('texture "photo" needs photos to draw from')
-        return photo(rng, h, w, colour, photos).astype(np.float32)
+        return photo(rng, h, w, colour, photos, photo_contrast).astype(np.float32)
     return TEXTURES[name](rng, h, w, colour, unit, scheme).astype(np.float32)
