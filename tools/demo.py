@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """
-`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): 28 minutes measured on an
-AMD EPYC with AVX-512 bf16, set-up included (run 14; run 12's recipe took 25 on a Sapphire Rapids Xeon,
+`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): 29 minutes measured on an
+AMD EPYC with AVX-512 bf16, set-up included (run 15; run 12's recipe took 25 on a Sapphire Rapids Xeon,
 and the recipe before it 38 on an AMD EPYC without AVX-512, float32 training there).
 
 1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present in the
