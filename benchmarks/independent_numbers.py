@@ -36,13 +36,16 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from digit_detectron.data.datasets import DatasetError
 from digit_detectron.data.synthetic.layout import SVHNGeometrySampler
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, font_files
+from digit_detectron.data.synthetic.textures import luminance
 from digit_detectron.utils.cli import argument_parser, run_tool
 from digit_detectron.utils.io import atomic_open, atomic_write_json
 
 FONT_EXTENSIONS = (".ttf", ".otf")
 ARCHIVE_EXTENSIONS = (".whl", ".zip", ".tar.gz", ".tgz")
-# Families the generator draws (either side of its style split) or derives from: refused by file name.
+# Families the generator draws (either side of its style split) or derives from, and its font files
+# (a glyph source's file, either style): refused by file name.
 GENERATOR_FAMILIES = ("dejavu", "vera", "cm", "stix")
+GENERATOR_FONT_FILES = frozenset(f.lower() for f in font_files(IN_STYLE) | font_files(OUT_OF_STYLE))
 # scikit-image sample photos (shipped with it) that neither generator style draws (styles.IN_STYLE.photos).
 PHOTOS = (
     "camera", "cell", "coins", "colorwheel", "gravel", "hubble_deep_field", "immunohistochemistry", "logo", "moon",
@@ -57,13 +60,12 @@ class FontError(DatasetError):
 
 def _generator_font(name):
     base = os.path.basename(name).lower()
-    known = {f.lower() for f in font_files(IN_STYLE) | font_files(OUT_OF_STYLE)}
-    return base in known or base.startswith(GENERATOR_FAMILIES)
+    return base in GENERATOR_FONT_FILES or base.startswith(GENERATOR_FAMILIES)
 
 
 def _archive_fonts(path):
     """(name, bytes) of the font files inside a wheel/zip/tar archive."""
-    if path.endswith((".whl", ".zip")):
+    if path.lower().endswith((".whl", ".zip")):
         with zipfile.ZipFile(path) as z:
             return [(f"{path}!{n}", z.read(n)) for n in sorted(z.namelist()) if n.lower().endswith(FONT_EXTENSIONS)]
     with tarfile.open(path) as t:
@@ -159,11 +161,6 @@ def _photos():
     return out
 
 
-def _luma(rgb):
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114
-
-
 def _background(rng, photos, w, h):
     if rng.random() < 0.75:
         _, photo = photos[int(rng.integers(len(photos)))]
@@ -185,12 +182,12 @@ def _background(rng, photos, w, h):
 
 def _ink_colour(rng, under):
     """A colour whose luma differs from ``under``'s by at least a random contrast (some low-contrast)."""
-    need = rng.uniform(35, 140)
+    need, under_luma = rng.uniform(35, 140), luminance(under)
     for _ in range(20):
         c = rng.integers(0, 256, size=3)
-        if abs(_luma(c) - _luma(under)) >= need:
+        if abs(luminance(c) - under_luma) >= need:
             return tuple(int(v) for v in c)
-    return (0, 0, 0) if _luma(under) > 127 else (255, 255, 255)
+    return (0, 0, 0) if under_luma > 127 else (255, 255, 255)
 
 
 def _sides(boxes):
