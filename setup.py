@@ -25,7 +25,7 @@ INSTALL_REQUIRES = [
     "cloudpickle>=2.0,<4",
     "tqdm>4.29,<5",
     "matplotlib>=3.7,<4",
-    "Pillow>=9.0,<14",
+    "Pillow>=10.1,<14",  # 10.1: ImageFont.load_default(size), the built-in face of benchmarks/independent_numbers.py
     "tensorboard>=2.14,<3",
     "black>=23.0,<27",
     "packaging",
