@@ -46,6 +46,10 @@ def main(argv=None):
         f"boxes clipped to the image: {summary['clipped_boxes']}, dropped: {summary['dropped_boxes']} "
         f"(of them non-finite, NaN or inf: {summary['non_finite_boxes']})"
     )
+    named = summary["non_finite_images"]
+    if named:
+        more = f" and {len(named) - 20} more" if len(named) > 20 else ""
+        print(f"non-finite boxes dropped in {len(named)} image(s): {', '.join(named[:20])}{more}")
     return summary
 
 

@@ -17,6 +17,7 @@ import os
 import runpy
 import sys
 
+from .data.image_io import ImageReadError
 from .utils.cli import argument_parser, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -59,16 +60,23 @@ def run_subcommand(name, args):
 
 
 def read_main(argv=None):
-    """``digit-detectron read``: the number of each image, and the image with its digits drawn."""
+    """
+    ``digit-detectron read``: the number of each image, and the image with its digits drawn. An image
+    that cannot be read prints ``-1 (unreadable: why)`` and the others are read (files and folders
+    alike); the exit code is then 1.
+    """
     parser = argument_parser("Read the house number of images (prints it, draws the digits).")
     parser.add_argument("images", nargs="+", help="image files or folders")
     parser.add_argument("--weights", required=True, help="model bundle (.pth written by training)")
     parser.add_argument("--config-file", action="append", default=None, help="config over the bundle's (optional)")
     parser.add_argument("--output", default=None, help="folder for the drawn images (default: ./read)")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="auto", help="auto (default: cuda when there is a GPU), cpu or cuda")
     args = parser.parse_args(argv)
-    from .inference.reader_api import DigitReader
+    from .inference.reader_api import DigitReader, ReadResult
 
+    for item in args.images:  # before the model loads: a typo costs no time
+        if not os.path.exists(item):
+            raise FileNotFoundError(f"{item}: no such image or folder")
     reader = DigitReader(args.weights, config_file=args.config_file, device=args.device)
     output = args.output or "read"
     os.makedirs(output, exist_ok=True)
@@ -76,18 +84,41 @@ def read_main(argv=None):
     for item in args.images:
         if os.path.isdir(item):
             results.update(reader.read_folder(item, progress=False))
-        elif os.path.isfile(item):
+            continue
+        try:
             results[item] = reader(item)
-        else:
-            raise FileNotFoundError(f"{item}: no such image or folder")
+        except ImageReadError as e:
+            results[item] = ReadResult(-1, [], source=item, error=str(e))
+    names = drawn_names(list(results), output)
+    unreadable = 0
     for path, result in results.items():
         if result.error:
+            unreadable += 1
             print(f"{path}: -1 (unreadable: {result.error})")
             continue
-        drawn = os.path.join(output, os.path.splitext(os.path.basename(path))[0] + "_read.png")
-        result.save(drawn)
-        print(f"{path}: {result.number}  ({len(result.digits)} digit(s); drawn: {drawn})")
+        result.save(names[path])
+        print(f"{path}: {result.number}  ({len(result.digits)} digit(s); drawn: {names[path]})")
+    if unreadable:
+        print(f"{unreadable} of {len(results)} image(s) unreadable", file=sys.stderr)
+        return 1
     return results
+
+
+def drawn_names(paths, output):
+    """
+    ``{image: OUTPUT/<stem>_read.png}``, one file per image: images of one stem from different folders
+    get ``<stem>_read-2.png``, ``-3``, ... in the order given.
+    """
+    names, taken = {}, set()
+    for path in paths:
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, n = f"{stem}_read.png", 1
+        while name in taken:
+            n += 1
+            name = f"{stem}_read-{n}.png"
+        taken.add(name)
+        names[path] = os.path.join(output, name)
+    return names
 
 
 def get_parser():

@@ -5,6 +5,7 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
+from .utils.device import resolve_device
 from .utils.errors import ConfigError
 
 
@@ -17,6 +18,8 @@ def add_digit_config(cfg):
     """
     _C = cfg
 
+    # "auto": cuda when torch sees a GPU, else cpu (utils/device.py); "cuda" without a GPU runs on cpu.
+    _C.MODEL.DEVICE = "auto"
     # Optimizer: "AdamW" (the reference design's) or "SGD" (detectron2's default).
     _C.SOLVER.OPTIMIZER = "AdamW"
     # AdamW betas.
@@ -224,6 +227,10 @@ def get_digit_cfg(config_file=None, opts=(), embedded=None):
         cfg.merge_from_list(list(opts))
     except (AssertionError, KeyError, ValueError, TypeError) as e:
         raise ConfigError(f"command-line KEY VALUE opts {list(opts)}: {_config_problem(e)} (options go first)") from e
+    try:
+        cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     validate_config(cfg)
     register_config_datasets(cfg)
     return cfg

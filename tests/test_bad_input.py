@@ -197,6 +197,10 @@ def test_non_finite_svhn_boxes_are_counted_drops(tmp_path):
     assert summary["dropped_boxes"] == 1 and summary["non_finite_boxes"] == 1 and summary["clipped_boxes"] == 0
     boxes = [a["bbox"] for a in json.load(open(tmp_path / "digits" / "train.json"))["annotations"]]
     assert len(boxes) == 2 and all(np.isfinite(b).all() for b in boxes)
+    assert summary["non_finite_images"] == [str(tmp_path / "svhn" / "train" / "1.png")]
+    proc = tool("prepare_svhn", tmp_path / "svhn", tmp_path / "again", "--valid-fraction", "0")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"non-finite boxes dropped in 1 image(s): {tmp_path / 'svhn' / 'train' / '1.png'}" in proc.stdout
 
 
 # --- the weak ones: the right outcome, said in one line ----------------------------------------

@@ -125,6 +125,7 @@ def test_non_finite_loss_names_iteration_and_term_and_keeps_last_checkpoint(tmp_
     assert message.startswith("error: Non-finite loss at iteration 2: loss_box_reg = "), proc.stderr[-3000:]
     assert "loss_cls" not in message  # only the non-finite term is named
     assert message.endswith(f"last good checkpoint: {checkpoint}")
+    assert "Traceback" not in proc.stderr + proc.stdout  # the one line only (--debug shows the traceback)
     assert sorted(f for f in os.listdir(out) if f.endswith(".pth")) == ["model_0000001.pth"]
     assert (out / "last_checkpoint").read_text() == "model_0000001.pth"
     assert [m["iteration"] for m in read_metrics(out / "metrics.json") if "total_loss" in m] == [0, 1]

@@ -18,7 +18,14 @@ import os
 from digit_detectron import get_digit_cfg, register_digits
 from digit_detectron.analysis.benchmark import ORDERS, TASKS, benchmark, report
 from digit_detectron.config import option_value
-from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
+from digit_detectron.utils.cli import (
+    add_model_flags,
+    argument_parser,
+    model_config,
+    positive_int,
+    run_tool,
+    setup_logging,
+)
 from digit_detectron.utils.errors import ConfigError
 
 
@@ -30,7 +37,9 @@ def get_parser():
     )
     parser.add_argument("--task", choices=TASKS, default="train")
     parser.add_argument("--images", type=int, default=64, help="images timed (after warm-up)")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: SOLVER.IMS_PER_BATCH for train, else 8")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=None, help="default: SOLVER.IMS_PER_BATCH for train, else 8"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="batches run before timing (default 2)")
     parser.add_argument("--dataset", default=None, help="registered dataset (default: the config's)")
     parser.add_argument("--dataset-root", default=None, help="register digits_{train,valid,test} under this root first")

@@ -13,8 +13,16 @@ from digit_detectron import apply_test_mode
 from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
 from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
-from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
+from digit_detectron.utils.cli import (
+    add_model_flags,
+    argument_parser,
+    model_config,
+    positive_int,
+    run_tool,
+    setup_logging,
+)
 from digit_detectron.utils.io import ensure_writable_dir
+from digit_detectron.utils.lock import OutputLock
 
 EPILOG = """\
 outputs:
@@ -43,7 +51,7 @@ def get_parser():
     add_model_flags(parser)
     parser.add_argument("--input", required=True, help="image folder, or a glob pattern in quotes")
     parser.add_argument("--output", required=True, help="folder for pred.json and pred.csv")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per forward pass (default 16)")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward pass (default 16)")
     parser.add_argument(
         "--test-mode", action="store_true", help="the reference design's test-time thresholds (see below)"
     )
@@ -68,11 +76,12 @@ def main(argv=None):
     files = list_input_images(args.input)
     image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
     ensure_writable_dir(args.output)  # before the inference, not after it
-    reader = NumberReader.from_config(cfg)
-    predictor = DigitPredictor(cfg)
-    run = predictor.predict_files(files, batch_size=args.batch_size)
-    print(run.summary())
-    json_path, csv_path = write_predictions(args.output, run, image_ids, reader, cfg.DIGITS.PRED_JSON_SCORE_THRESH)
+    with OutputLock(args.output, job="predict"):  # a second run into this folder stops here
+        reader = NumberReader.from_config(cfg)
+        predictor = DigitPredictor(cfg)
+        run = predictor.predict_files(files, batch_size=args.batch_size)
+        print(run.summary())
+        json_path, csv_path = write_predictions(args.output, run, image_ids, reader, cfg.DIGITS.PRED_JSON_SCORE_THRESH)
     print(f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader})")
     return run
 

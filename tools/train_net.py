@@ -11,6 +11,7 @@ model, the best checkpoint after training, in OUTPUT_DIR/report/<dataset>/; DIGI
     python tools/train_net.py --config-file configs/digits_cpu.yaml --num-gpus 2   # 2 processes (gloo on CPU)
 """
 
+import logging
 import os
 
 from detectron2.engine import default_argument_parser, default_setup, launch
@@ -24,7 +25,7 @@ from digit_detectron.engine.pretrain import maybe_pretrain
 from digit_detectron.evaluation.report import report_datasets
 from digit_detectron.inference.speed import apply_inference_options
 from digit_detectron.inference.tta import wrap_for_tta
-from digit_detectron.utils.cli import add_common_flags, run_tool, setup_logging
+from digit_detectron.utils.cli import add_common_flags, add_device_flag, device_opts, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
 from digit_detectron.utils.lock import OutputLock
 from digit_detectron.utils.threads import apply_thread_policy
@@ -42,14 +43,15 @@ def get_parser():
         action="store_true",
         help="skip the report at the end (as DIGITS.REPORT False, which the checkpoints' config would keep)",
     )
-    return parser
+    return add_device_flag(parser)
 
 
 def setup(args):
+    opts = [*args.opts, *device_opts(args)]
     if args.eval_only:
-        cfg = get_model_cfg(args.config_file or None, args.opts, weights=args.weights)
+        cfg = get_model_cfg(args.config_file or None, opts, weights=args.weights)
     else:
-        cfg = get_digit_cfg(args.config_file, args.opts)
+        cfg = get_digit_cfg(args.config_file, opts)
     setup_logging(cfg.OUTPUT_DIR, comm.get_rank())
     if not args.eval_only and comm.is_main_process():
         # One training per OUTPUT_DIR; a lock left by a killed run is taken over.
@@ -83,6 +85,11 @@ def train(args):
                 report_datasets(cfg, os.path.join(cfg.OUTPUT_DIR, "report"))
         return results
     trainer = DigitTrainer(cfg)
+    if args.resume and not os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
+        logging.getLogger("digit_detectron").warning(
+            f"--resume: {cfg.OUTPUT_DIR} holds no checkpoint to resume (no last_checkpoint file); "
+            f"training starts from MODEL.WEIGHTS {cfg.MODEL.WEIGHTS or '(none: random initialisation)'}"
+        )
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     best = os.path.join(cfg.OUTPUT_DIR, "model_best.pth")
@@ -100,7 +107,7 @@ def main(argv=None):
     print("Command Line Args:", args)
     if args.num_gpus * args.num_machines > 1 and not args.eval_only:
         # The backbone warm start runs in one process; here it has every thread, not one process's share.
-        cfg = get_digit_cfg(args.config_file, args.opts)
+        cfg = get_digit_cfg(args.config_file, [*args.opts, *device_opts(args)])
         setup_logging(cfg.OUTPUT_DIR)
         maybe_pretrain(cfg)
     return launch(

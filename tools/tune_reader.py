@@ -13,7 +13,14 @@ from tabulate import tabulate
 
 from digit_detectron.checkpoint.bundle import update_bundle_config
 from digit_detectron.evaluation import reader_tuning
-from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
+from digit_detectron.utils.cli import (
+    add_model_flags,
+    argument_parser,
+    model_config,
+    positive_int,
+    run_tool,
+    setup_logging,
+)
 
 EPILOG = """\
 The model runs once on the split with a low ROI score threshold. Then every reader ladder (1 to
@@ -44,7 +51,7 @@ def get_parser():
     )
     parser.add_argument("--dataset", default="digits_valid", help="registered labelled dataset (default digits_valid)")
     parser.add_argument("--output", help="folder for reader_thresholds.yaml (default: the config's OUTPUT_DIR)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--batch-size", type=positive_int, default=8, help="images per forward pass (default 8)")
     grids = (
         ("--score-threshs", reader_tuning.DEFAULT_SCORE_GRID, "reader score thresholds"),
         ("--nms-threshs", reader_tuning.DEFAULT_NMS_GRID, "reader NMS thresholds"),
@@ -58,7 +65,7 @@ def get_parser():
             metavar="T,T,...",
             help=f"candidate {what} (default {','.join(f'{t:g}' for t in default)})",
         )
-    parser.add_argument("--max-rungs", type=int, default=3, help="most thresholds in a ladder (default 3)")
+    parser.add_argument("--max-rungs", type=positive_int, default=3, help="most thresholds in a ladder (default 3)")
     parser.add_argument("--top", type=int, default=10, help="reader rows to print (default 10)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return parser

@@ -82,49 +82,99 @@ def read_json(path, what="file"):
         raise DatasetError(f"{path}: malformed json ({e})") from None
 
 
+def _positive_int(value):
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _is_number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def coco_top_problem(data):
+    """``(code, message)`` when a parsed COCO json is not an object with lists 'images' and 'annotations'."""
+    if not isinstance(data, dict):
+        return "json-malformed", f"top level is a {type(data).__name__}, not an object"
+    missing = [k for k in ("images", "annotations") if not isinstance(data.get(k), list)]
+    if missing:
+        return "json-missing-key", f"no list {' / '.join(repr(k) for k in missing)}"
+    return None
+
+
+def image_entry_problem(i, img):
+    """``(code, message)`` of the COCO ``images[i]`` entry ``img``, or None: an object with an id, a
+    file_name and positive integer height and width."""
+    if not isinstance(img, dict):
+        return "json-malformed", f"images[{i}] is {img!r}, not an object"
+    missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
+    if missing:
+        return "json-missing-key", f"images[{i}] (id {img.get('id')}) lacks {missing}"
+    if not isinstance(img["file_name"], str) or not img["file_name"]:
+        return "json-bad-value", f"images[{i}] (id {img['id']}): file_name {img['file_name']!r} is not a file name"
+    if not (_positive_int(img["height"]) and _positive_int(img["width"])):
+        return (
+            "json-bad-value",
+            f"image id {img['id']}: height/width {img['height']}/{img['width']} are not positive integers",
+        )
+    return None
+
+
+def annotation_entry_problem(i, ann):
+    """``(code, message)`` of the COCO ``annotations[i]`` entry ``ann``, or None: an object with an image_id,
+    a category_id in 1..10 and a bbox of 4 finite numbers with a positive size."""
+    if not isinstance(ann, dict):
+        return "json-malformed", f"annotations[{i}] is {ann!r}, not an object"
+    name = f"annotation {ann.get('id', f'[{i}]')}"
+    missing = [k for k in ("image_id", "bbox", "category_id") if k not in ann]
+    if missing:
+        return "json-missing-key", f"{name} lacks {missing}"
+    bbox = ann["bbox"]
+    if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        return "bbox-invalid", f"{name}: bbox {bbox} is not 4 finite numbers"
+    if bbox[2] <= 0 or bbox[3] <= 0:
+        return "bbox-non-positive", f"{name}: bbox {bbox} has non-positive size"
+    if isinstance(ann["category_id"], bool) or ann["category_id"] not in DATASET_ID_TO_CONTIGUOUS:
+        return "category-out-of-range", f"{name}: category_id {ann['category_id']!r} not in 1..10"
+    return None
+
+
 def load_digits_json(json_file, image_dir):
     """
     Load a COCO digit json into detectron2 dataset dicts (``bbox_mode`` XYWH_ABS, contiguous
     ``category_id`` 0..9). Boxes up to EDGE_TOLERANCE px past the edge are clipped and counted.
+    A json of another shape is a DatasetError naming the file and the entry (the checks that
+    tools/check_dataset.py reports: ``coco_top_problem`` and the entry problems).
     """
     data = read_json(json_file)
-    for key in ("images", "annotations"):
-        if not isinstance(data.get(key), list):
-            raise _bad(json_file, f"missing list '{key}'")
+    problem = coco_top_problem(data)
+    if problem:
+        raise _bad(json_file, problem[1])
 
     records = {}
-    for img in data["images"]:
-        missing = [k for k in ("id", "file_name", "height", "width") if k not in img]
-        if missing:
-            raise _bad(json_file, f"image entry {img!r} lacks {missing}")
+    for i, img in enumerate(data["images"]):
+        problem = image_entry_problem(i, img)
+        if problem:
+            raise _bad(json_file, problem[1])
         if img["id"] in records:
             raise _bad(json_file, f"duplicate image id {img['id']}")
         records[img["id"]] = {
             "file_name": os.path.join(image_dir, img["file_name"]),
             "image_id": img["id"],
-            "height": int(img["height"]),
-            "width": int(img["width"]),
+            "height": img["height"],
+            "width": img["width"],
             "annotations": [],
         }
         if isinstance(img.get("glyph_source"), str):  # the synthetic generator's record of the font
             records[img["id"]]["glyph_source"] = img["glyph_source"]
 
     clipped = 0
-    for ann in data["annotations"]:
-        missing = [k for k in ("image_id", "bbox", "category_id") if k not in ann]
-        if missing:
-            raise _bad(json_file, f"annotation {ann.get('id')} lacks {missing}")
-        rec = records.get(ann["image_id"])
+    for i, ann in enumerate(data["annotations"]):
+        problem = annotation_entry_problem(i, ann)
+        if problem:
+            raise _bad(json_file, problem[1])
+        rec = records.get(ann["image_id"]) if isinstance(ann["image_id"], (int, str)) else None
         if rec is None:
-            raise _bad(json_file, f"annotation {ann.get('id')} points at missing image id {ann['image_id']}")
-        if ann["category_id"] not in DATASET_ID_TO_CONTIGUOUS:
-            raise _bad(json_file, f"annotation {ann.get('id')}: category_id {ann['category_id']} not in 1..10")
-        box = [float(v) for v in ann["bbox"]]
-        if len(box) != 4 or not all(math.isfinite(v) for v in box):
-            raise _bad(json_file, f"annotation {ann.get('id')}: bbox {ann['bbox']} is not 4 finite numbers")
-        x, y, w, h = box
-        if w <= 0 or h <= 0:
-            raise _bad(json_file, f"annotation {ann.get('id')}: bbox {ann['bbox']} has non-positive size")
+            raise _bad(json_file, f"annotation {ann.get('id')} points at missing image id {ann['image_id']!r}")
+        x, y, w, h = (float(v) for v in ann["bbox"])
         x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, rec["width"]), min(y + h, rec["height"])
         tol = EDGE_TOLERANCE
         if x < -tol or y < -tol or x + w > rec["width"] + tol or y + h > rec["height"] + tol or x1 <= x0 or y1 <= y0:

@@ -3,10 +3,10 @@
 import os
 
 import numpy as np
-from detectron2.data.detection_utils import convert_PIL_to_numpy
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from ..utils.errors import DigitError
+from ..utils.pixels import pil_to_rgb
 
 
 class ImageReadError(DigitError, OSError):
@@ -49,7 +49,8 @@ def check_pixel_limit(path, size):
 def read_image(path, format="BGR"):
     """
     Read ``path`` as an HxWx3 uint8 array in ``format`` ("BGR" or "RGB"), applying the EXIF
-    orientation and converting grayscale, palette, RGBA/LA and 16-bit images correctly.
+    orientation and converting grayscale, palette, RGBA/LA and 16-bit images correctly
+    (``utils.pixels.pil_to_rgb``, which a PIL image given to ``DigitReader`` goes through too).
     """
     try:
         with open(path, "rb") as f:
@@ -58,8 +59,7 @@ def read_image(path, format="BGR"):
         with Image.open(path) as img:
             check_pixel_limit(path, img.size)  # from the header, before decoding
             img.load()  # decodes the whole file: truncated files fail here
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            rgb = pil_to_rgb(img)
     except ImageReadError:
         raise
     except FileNotFoundError:
@@ -70,19 +70,6 @@ def read_image(path, format="BGR"):
         raise ImageReadError(f"{path}: too many pixels ({e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
-    return convert_PIL_to_numpy(img, format)
-
-
-def _to_rgb(img):
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        # 16-bit (or 32-bit int) grayscale: scale the full range to 8 bits instead of clipping.
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
-        arr = np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr, "L").convert("RGB")
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        # Composite transparent pixels onto white, as viewers show them.
-        rgba = img.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return img.convert("RGB")
+    if format not in ("RGB", "BGR"):
+        raise ValueError(f"format must be 'RGB' or 'BGR', got {format!r}")
+    return rgb if format == "RGB" else np.ascontiguousarray(rgb[:, :, ::-1])

@@ -74,7 +74,7 @@ def search_reader_thresholds(detections, ground_truth, score_grid, nms_grid, max
         single = np.full((len(detections), len(grid)), -1, dtype=np.int64)
         for i, d in enumerate(detections):
             boxes, scores, classes = (torch.as_tensor(d[k]) for k in ("boxes", "scores", "classes"))
-            keep = class_agnostic_nms(boxes, scores, nms_thresh)
+            keep = class_agnostic_nms(boxes, scores, nms_thresh, classes)
             boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
             by_count = {}  # the reading depends only on how many digits pass the threshold
             for j, t in enumerate(grid):

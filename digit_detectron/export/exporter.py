@@ -16,7 +16,6 @@ and the number reader (``runtime.py``, written beside the model as ``digit_runti
 import json
 import logging
 import os
-import shutil
 
 import numpy as np
 import torch
@@ -67,6 +66,9 @@ def _traceable(predictor, sample_tensor):
     return TracingAdapter(model, [{"image": sample_tensor}], inference)
 
 
+RUNTIME_PIXELS_IMPORT = "from ..utils.pixels import pil_to_rgb  # export writes utils/pixels.py here"
+
+
 def export_model(predictor, sample_image, fmt, output_dir):
     """
     Export ``predictor``'s model (a DigitPredictor, float32 backbone) as ``fmt`` ("torchscript" or
@@ -96,10 +98,23 @@ def export_model(predictor, sample_image, fmt, output_dir):
     atomic_write_json(
         os.path.splitext(path)[0] + ".json", model_metadata(predictor.cfg, fmt, predictor.cfg.MODEL.WEIGHTS), indent=2
     )
-    runtime = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py")
-    with open(runtime) as src, atomic_open(os.path.join(output_dir, "digit_runtime.py"), "w") as dst:
-        shutil.copyfileobj(src, dst)
+    with atomic_open(os.path.join(output_dir, "digit_runtime.py"), "w") as dst:
+        dst.write(standalone_runtime())
     return path
+
+
+def standalone_runtime():
+    """``runtime.py`` as one file that needs only numpy, Pillow and onnxruntime or torch: the package
+    import of ``utils/pixels.py`` replaced by that module's code."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "runtime.py")) as f:
+        runtime = f.read()
+    with open(os.path.join(here, "..", "utils", "pixels.py")) as f:
+        pixels = f.read()
+    if RUNTIME_PIXELS_IMPORT not in runtime:  # pragma: no cover - a guard for edits of runtime.py
+        raise ExportError("export/runtime.py no longer imports utils/pixels.py as export expects")
+    body = pixels[pixels.index('"""', 3) + 3 :].lstrip("\n")  # without its module docstring
+    return runtime.replace(RUNTIME_PIXELS_IMPORT, "# utils/pixels.py of digit-detectron:\n" + body.rstrip("\n"))
 
 
 def _export_onnx(adapter, sample, path):

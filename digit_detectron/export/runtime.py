@@ -7,6 +7,9 @@ and onnxruntime (``model.onnx``) or torch + torchvision (``model.ts``, TorchScri
 (the resize, the input channel order and the reader's thresholds)::
 
     python digit_runtime.py model.onnx photo.png [more.png ...]      # prints the number of each
+
+An image that cannot be read prints ``IMAGE: -1 (unreadable: why)`` and the others are read; the exit
+code is then 1. A missing or unreadable model or model.json ends in one ``error:`` line, exit code 2.
     from digit_runtime import ExportedModel
     model = ExportedModel("model.onnx"); boxes, scores, classes = model.detect(image_rgb)
     number, digits = model.read(image_rgb)
@@ -23,9 +26,16 @@ import os
 import sys
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, UnidentifiedImageError
 
-__all__ = ["ExportedModel", "load_metadata", "read_number"]
+from ..utils.pixels import pil_to_rgb  # export writes utils/pixels.py here
+
+__all__ = ["ExportedModel", "RuntimeModelError", "load_image", "load_metadata", "read_number"]
+
+
+class RuntimeModelError(ValueError):
+    """The exported model or its model.json is missing or unreadable; the message names the file."""
+
 
 COLUMN_MAX_CENTRE_SHIFT = 0.5  # the reader's column rule (inference/number_reader.py)
 COLUMN_MAX_VERTICAL_OVERLAP = 0.3
@@ -35,12 +45,33 @@ def load_metadata(model_path):
     """model.json beside ``model_path`` (same stem)."""
     path = os.path.splitext(model_path)[0] + ".json"
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: the exported model's metadata is missing (export writes it beside the model)")
-    with open(path) as f:
-        meta = json.load(f)
-    if meta.get("format_version") != 1:
-        raise ValueError(f"{path}: not digit-detectron export metadata of format 1")
+        raise RuntimeModelError(f"{path}: the exported model's metadata is missing (export writes it beside the model)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise RuntimeModelError(f"{path}: not readable as json ({' '.join(str(e).split())})") from None
+    if not isinstance(meta, dict) or meta.get("format_version") != 1:
+        raise RuntimeModelError(f"{path}: not digit-detectron export metadata of format 1")
+    reader = meta.get("reader")
+    keys = ("min_size_test", "max_size_test", "input_format")
+    if not isinstance(reader, dict) or any(k not in meta for k in keys):
+        raise RuntimeModelError(f"{path}: needs 'reader', {', '.join(map(repr, keys))}")
     return meta
+
+
+def load_image(path):
+    """An image file as H x W x 3 uint8 RGB, the pixels the package reads; OSError naming the file."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return pil_to_rgb(image)
+    except FileNotFoundError:
+        raise OSError(f"{path}: file not found") from None
+    except UnidentifiedImageError:
+        raise OSError(f"{path}: not an image file (or an unsupported format)") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise OSError(f"{path}: corrupt or truncated image ({' '.join(str(e).split())})") from None
 
 
 def resized_shape(height, width, short, max_size):
@@ -53,9 +84,21 @@ def resized_shape(height, width, short, max_size):
     return int(newh + 0.5), int(neww + 0.5)
 
 
-def _nms(boxes, scores, thresh):
-    """Indices kept by NMS, by decreasing score (torchvision's rule: drop IoU > thresh)."""
-    order = np.argsort(-scores, kind="stable")
+def score_order(boxes, scores, classes):
+    """By decreasing score; ties by class, x1, y1, x2, y2 (number_reader.score_order)."""
+    return np.lexsort((boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0], classes, -scores))
+
+
+def reading_order(boxes):
+    """Left to right (top to bottom for a column); centre ties by the other axis (number_reader.reading_order)."""
+    axis = 1 if _is_column(boxes) else 0
+    centres = ((boxes[:, 0] + boxes[:, 2]) / 2, (boxes[:, 1] + boxes[:, 3]) / 2)
+    return np.lexsort((centres[1 - axis], centres[axis]))
+
+
+def _nms(boxes, scores, classes, thresh):
+    """Indices kept by NMS, in ``score_order`` (torchvision's rule: drop IoU > thresh)."""
+    order = score_order(boxes, scores, classes)
     keep = []
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     while order.size:
@@ -87,13 +130,12 @@ def _is_column(boxes):
 def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
     """(number or -1, indices of the digits read in reading order): NumberReader's rule in numpy."""
     boxes, scores, classes = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores), np.asarray(classes)
-    keep = _nms(boxes, scores.astype(np.float32), nms_thresh)
+    keep = _nms(boxes, scores.astype(np.float32), classes, nms_thresh)
     for thresh in score_threshs:
         n = min(int((scores[keep] >= thresh).sum()), max_digits)
         if n:
             chosen = keep[:n]
-            axis = 1 if _is_column(boxes[chosen]) else 0
-            chosen = chosen[np.argsort((boxes[chosen, axis] + boxes[chosen, axis + 2]) / 2, kind="stable")]
+            chosen = chosen[reading_order(boxes[chosen])]
             return int("".join(str(int(c)) for c in classes[chosen])), chosen
     return -1, keep[:0]
 
@@ -104,13 +146,18 @@ class ExportedModel:
     def __init__(self, path, threads=None):
         self.path = path
         self.meta = load_metadata(path)
+        if not os.path.isfile(path):
+            raise RuntimeModelError(f"{path}: model file not found")
         if path.endswith(".onnx"):
             import onnxruntime as ort
 
             options = ort.SessionOptions()
             if threads:
                 options.intra_op_num_threads = int(threads)
-            self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            try:
+                self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
+                raise RuntimeModelError(f"{path}: not a loadable ONNX model ({_one_line(e)})") from None
             self._input = self._session.get_inputs()[0].name
             self._run = lambda image: self._session.run(None, {self._input: image})
         elif path.endswith(".ts"):
@@ -119,7 +166,10 @@ class ExportedModel:
 
             if threads:
                 torch.set_num_threads(int(threads))
-            module = torch.jit.load(path, map_location="cpu")
+            try:
+                module = torch.jit.load(path, map_location="cpu")
+            except Exception as e:  # torch.jit's RuntimeError / ValueError of a damaged archive
+                raise RuntimeModelError(f"{path}: not a loadable TorchScript model ({_one_line(e)})") from None
 
             def run(image):
                 with torch.inference_mode():
@@ -127,7 +177,7 @@ class ExportedModel:
 
             self._run = run
         else:
-            raise ValueError(f"{path}: an exported model is a .onnx or .ts file")
+            raise RuntimeModelError(f"{path}: an exported model is a .onnx or .ts file")
 
     def preprocess(self, image_rgb):
         """The CHW uint8 array the graph takes: resized, in the model's channel order."""
@@ -160,17 +210,32 @@ class ExportedModel:
         return number, [(int(classes[i]), float(scores[i]), tuple(float(v) for v in boxes[i])) for i in chosen]
 
 
+def _one_line(error):
+    return " ".join(str(error).split())[:300] or type(error).__name__
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2:
         print("usage: digit_runtime.py MODEL.onnx|MODEL.ts IMAGE [IMAGE ...]", file=sys.stderr)
         return 2
-    model = ExportedModel(argv[0])
+    try:
+        model = ExportedModel(argv[0])
+    except (RuntimeModelError, ImportError) as e:
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return 2
+    unreadable = 0
     for path in argv[1:]:
-        with Image.open(path) as image:
-            number, digits = model.read(np.asarray(ImageOps.exif_transpose(image).convert("RGB")))
-        print(f"{path}: {number}")
-    return 0
+        try:
+            number, _ = model.read(load_image(path))
+        except OSError as e:
+            unreadable += 1
+            print(f"{path}: -1 (unreadable: {_one_line(e)})", flush=True)
+            continue
+        print(f"{path}: {number}", flush=True)
+    if unreadable:
+        print(f"{unreadable} of {len(argv) - 1} image(s) unreadable", file=sys.stderr)
+    return 1 if unreadable else 0
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ shifted sideways by more than half a digit, or overlapping vertically) stay left
 SVHN train geometry the rule finds a column in 39 of 33,402 images.
 """
 
+import numpy as np
 import torch
 from torchvision.ops import nms
 
@@ -42,10 +43,27 @@ def _as_tensors(boxes, scores=None, classes=None):
     return out
 
 
-def class_agnostic_nms(boxes, scores, nms_thresh):
-    """Indices of the boxes kept by NMS over all classes together, by decreasing score."""
-    boxes, scores = _as_tensors(boxes, scores)
-    return nms(boxes, scores.float(), float(nms_thresh))
+def score_order(boxes, scores, classes=None):
+    """
+    Indices by decreasing score; equal scores by class, then x1, y1, x2, y2: an order that depends only
+    on the detections, not on the order a model lists them in (the exported runtime sorts alike).
+    """
+    boxes = boxes.numpy()
+    keys = [boxes[:, 3], boxes[:, 2], boxes[:, 1], boxes[:, 0]]
+    if classes is not None:
+        keys.append(classes.numpy())
+    keys.append(-scores.float().numpy())
+    return torch.from_numpy(np.lexsort(keys).astype(np.int64))
+
+
+def class_agnostic_nms(boxes, scores, nms_thresh, classes=None):
+    """Indices of the boxes kept by NMS over all classes together, in ``score_order``."""
+    tensors = _as_tensors(boxes, scores, classes)
+    boxes, scores = tensors[0], tensors[1]
+    order = score_order(boxes, scores, tensors[2] if classes is not None else None)
+    # Strictly decreasing stand-in scores: torchvision's own sort then keeps ``order`` for ties too.
+    ranks = torch.arange(len(order), 0, -1, dtype=torch.float32)
+    return order[nms(boxes[order], ranks, float(nms_thresh))]
 
 
 def is_column(boxes):
@@ -67,10 +85,14 @@ def is_column(boxes):
 
 
 def reading_order(boxes):
-    """Indices of the XYXY ``boxes`` in reading order: top to bottom for a column, else left to right."""
+    """
+    Indices of the XYXY ``boxes`` in reading order: top to bottom for a column, else left to right.
+    Boxes whose centres tie on that axis go by their centre on the other axis, then in the given order.
+    """
     boxes = _as_tensors(boxes)[0]
     axis = 1 if is_column(boxes) else 0
-    return torch.argsort((boxes[:, axis] + boxes[:, axis + 2]) / 2, stable=True)
+    centres = ((boxes[:, 0::2].sum(1) / 2).numpy(), (boxes[:, 1::2].sum(1) / 2).numpy())
+    return torch.from_numpy(np.lexsort((centres[1 - axis], centres[axis])).astype(np.int64))
 
 
 def digits_to_number(digits):
@@ -82,7 +104,7 @@ def digits_to_number(digits):
 def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
     """The number shown by the detections (XYXY boxes, scores, classes 0..9), or -1; see the module docstring."""
     boxes, scores, classes = _as_tensors(boxes, scores, classes)
-    keep = class_agnostic_nms(boxes, scores, nms_thresh)
+    keep = class_agnostic_nms(boxes, scores, nms_thresh, classes)
     return read_after_nms(boxes[keep], scores[keep], classes[keep], score_threshs, max_digits)
 
 
@@ -92,7 +114,7 @@ def select_digits(boxes, scores, classes, score_threshs, nms_thresh, max_digits)
     no digit passes. ``read_number`` reads the same digits: ``classes[select_digits(...)]``.
     """
     boxes, scores, classes = _as_tensors(boxes, scores, classes)
-    keep = class_agnostic_nms(boxes, scores, nms_thresh)
+    keep = class_agnostic_nms(boxes, scores, nms_thresh, classes)
     for thresh in score_threshs:
         n = min(int((scores[keep] >= thresh).sum()), max_digits)
         if n:

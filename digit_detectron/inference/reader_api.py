@@ -13,14 +13,17 @@ pass ``channels="RGB"`` for RGB arrays; H x W grayscale is accepted), a PIL imag
 (read in batches). ``reader.read_folder(folder)`` reads every image of a folder.
 """
 
+import numbers
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
+from ..checkpoint.bundle import BundleError
 from ..config import get_model_cfg
 from ..data.image_io import ImageReadError, read_image
+from ..utils.pixels import pil_to_rgb
 from .number_reader import NumberReader, digits_to_number
 from .predictor import DigitPredictor, list_input_images
 
@@ -88,17 +91,23 @@ class DigitReader:
     A trained digit model and the number reader. ``model``: a bundle ``.pth`` written by training
     (config and tuned reader thresholds inside), any checkpoint with ``config_file``, or a model
     exported by tools/export_model.py (``model.onnx`` / ``model.ts`` with its model.json); ``opts``:
-    config KEY VALUE overrides; ``device``: "cpu" (default) or e.g. "cuda" (PyTorch models).
+    config KEY VALUE overrides; ``device``: "auto" (default: cuda when torch sees a GPU, else cpu),
+    "cpu" or "cuda" (PyTorch models); ``batch_size``: images per forward pass (at least 1).
     """
 
-    def __init__(self, model, config_file=None, opts=(), device="cpu", batch_size=16):
+    def __init__(self, model, config_file=None, opts=(), device="auto", batch_size=16):
         model = os.fspath(model)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.batch_size = int(batch_size)
         self.exported = None
         if model.endswith(EXPORTED_SUFFIXES):
-            from ..export.runtime import ExportedModel
+            from ..export.runtime import ExportedModel, RuntimeModelError
 
-            self.exported = ExportedModel(model)
+            try:
+                self.exported = ExportedModel(model)
+            except RuntimeModelError as e:
+                raise BundleError(str(e)) from None
             r = self.exported.meta["reader"]
             self.cfg, self.predictor = None, None
             self.number_reader = NumberReader(r["score_threshs"], r["nms_thresh"], r["max_digits"])
@@ -166,7 +175,7 @@ class DigitReader:
         except ImportError:  # pragma: no cover - PIL is a detectron2 dependency
             Image = None
         if Image is not None and isinstance(source, Image.Image):
-            array, channels = np.asarray(source.convert("RGB")), "RGB"
+            array, channels = pil_to_rgb(source), "RGB"  # the pixels read_image gives for the same file
         elif isinstance(source, np.ndarray):
             array = source
         else:

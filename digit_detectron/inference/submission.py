@@ -11,7 +11,9 @@ Image ids are the integer file stems unless an id map names them (``load_id_map`
 The pair is written as one: both files go to temporary files first, then ``pred_manifest.json``
 (run id, SHA-256 of both new files), then both are renamed into place. A process killed before or
 between the renames leaves files the manifest does not vouch for, which ``check_pair`` reports
-(tools/visualize.py checks it); temporary files left by a killed run are removed by the next one.
+(tools/visualize.py checks it); temporary files left by a killed run are removed by the next one
+(those of a live run are its own, and kept). ``tools/predict.py`` holds ``OUTPUT/.predict.lock`` while it
+runs, so a second run into the same folder stops with one line instead of mixing the pair.
 """
 
 import csv
@@ -19,7 +21,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import time
 import uuid
 
@@ -32,7 +33,7 @@ from ..data.datasets import (
     image_id_from_filename,
     read_json,
 )
-from ..utils.io import atomic_write_json, remove_stale_temporaries
+from ..utils.io import atomic_write_json, remove_stale_temporaries, temporary_beside
 
 PRED_JSON = "pred.json"
 PRED_CSV = "pred.csv"
@@ -96,7 +97,7 @@ def write_predictions(output_dir, run, image_ids, reader, pred_json_score_thresh
     staged = []
     try:
         for path, write in ((json_path, lambda f: json.dump(boxes, f)), (csv_path, lambda f: _write_csv(f, rows))):
-            fd, tmp = tempfile.mkstemp(dir=output_dir, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+            fd, tmp = temporary_beside(path)
             staged.append((tmp, path))
             try:
                 with os.fdopen(fd, "w", newline="") as f:

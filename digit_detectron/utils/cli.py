@@ -14,6 +14,7 @@ What every tool in ``tools/``, ``datasets/`` and ``benchmarks/`` shares:
 """
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -62,8 +63,8 @@ def add_common_flags(parser):
 
 def add_model_flags(parser, config_required=False):
     """
-    ``--weights`` and ``--config-file`` (repeatable) of the tools that run a trained model: a bundle
-    needs no config file; one given is merged over the bundle's (``config.get_model_cfg``).
+    ``--weights``, ``--config-file`` (repeatable) and ``--device`` of the tools that run a trained model:
+    a bundle needs no config file; one given is merged over the bundle's (``config.get_model_cfg``).
     """
     parser.add_argument("--weights", default=None, help="the model: a bundle .pth written by training")
     parser.add_argument(
@@ -74,14 +75,29 @@ def add_model_flags(parser, config_required=False):
         metavar="FILE",
         help="config file merged over the bundle's (needed for a plain checkpoint); repeat to merge more",
     )
+    return add_device_flag(parser)
+
+
+def add_device_flag(parser):
+    """``--device``: MODEL.DEVICE for this run (auto, cpu, cuda, cuda:N); ``device_opts`` turns it into opts."""
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="auto (cuda when torch sees a GPU, else cpu), cpu, cuda or cuda:N (default: the config's MODEL.DEVICE)",
+    )
     return parser
 
 
+def device_opts(args):
+    """``["MODEL.DEVICE", value]`` when ``--device`` was given, else nothing."""
+    return ["MODEL.DEVICE", args.device] if getattr(args, "device", None) else []
+
+
 def model_config(args, extra_opts=()):
-    """The config of the model named by ``--weights`` / MODEL.WEIGHTS, ``--config-file`` and opts."""
+    """The config of the model named by ``--weights`` / MODEL.WEIGHTS, ``--config-file``, opts and ``--device``."""
     from ..config import get_model_cfg
 
-    return get_model_cfg(args.config_file, [*args.opts, *extra_opts], weights=args.weights)
+    return get_model_cfg(args.config_file, [*args.opts, *extra_opts, *device_opts(args)], weights=args.weights)
 
 
 def requested_threads(args):
@@ -135,10 +151,39 @@ def _fail(message):
     raise error
 
 
+class _QuietBadInput(logging.Filter):
+    """Drops a log record's traceback of bad input (e.g. detectron2's "Exception during training:" of a
+    non-finite loss): ``run_tool`` says it in one line; ``--debug`` keeps it."""
+
+    def filter(self, record):
+        error = record.exc_info[1] if record.exc_info else None
+        return not isinstance(error, BAD_INPUT)
+
+
+# Loggers that log an exception's traceback before re-raising it to run_tool.
+TRACEBACK_LOGGERS = ("detectron2.engine.train_loop",)
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1 (``--max-rungs``, ``--batch-size``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
 def run_tool(main, argv=None):
     """Run ``main(argv)``; bad input ends in ``error: ...`` and exit code 2 (see the module docstring)."""
     args = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in args or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    if not debug:
+        for name in TRACEBACK_LOGGERS:
+            logger = logging.getLogger(name)
+            if not any(isinstance(f, _QuietBadInput) for f in logger.filters):
+                logger.addFilter(_QuietBadInput())
     try:
         apply_thread_policy(requested_threads(args))
         result = main(argv)

@@ -21,7 +21,7 @@ def atomic_open(path, mode="w", **kwargs):
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = temporary_beside(path)
     try:
         with os.fdopen(fd, mode, **kwargs) as f:
             yield f
@@ -58,14 +58,41 @@ def ensure_writable_dir(path):
     return path
 
 
-def remove_stale_temporaries(path):
-    """Remove the temporary files that killed ``atomic_open(path)`` writes left beside ``path``; returns them."""
+def temporary_beside(path):
+    """
+    ``(fd, name)`` of a new temporary file beside ``path``, named ``.<file>.<pid>-<random>.tmp``: the
+    writer's pid in the name lets ``remove_stale_temporaries`` tell a live writer's file from a dead one's.
+    """
     directory, name = os.path.split(os.path.abspath(os.fspath(path)))
-    stale = [
-        os.path.join(directory, f)
-        for f in (os.listdir(directory) if os.path.isdir(directory) else [])
-        if f.startswith("." + name + ".") and f.endswith(".tmp")
-    ]
+    return tempfile.mkstemp(dir=directory, prefix=f".{name}.{os.getpid()}-", suffix=".tmp")
+
+
+def process_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path):
+    """
+    Remove the temporary files that killed writes of ``path`` left beside it (``temporary_beside``):
+    those whose writer process is gone, or that carry no pid. A live writer's files are kept, so two runs
+    writing into one folder never delete each other's staged files. Returns the files removed.
+    """
+    directory, name = os.path.split(os.path.abspath(os.fspath(path)))
+    prefix = "." + name + "."
+    stale = []
+    for f in os.listdir(directory) if os.path.isdir(directory) else []:
+        if not (f.startswith(prefix) and f.endswith(".tmp")):
+            continue
+        pid, sep, _ = f[len(prefix) :].partition("-")
+        if sep and pid.isdigit() and process_alive(int(pid)):
+            continue
+        stale.append(os.path.join(directory, f))
     for f in stale:
         with contextlib.suppress(FileNotFoundError):
             os.remove(f)

@@ -1,4 +1,5 @@
-"""One training per OUTPUT_DIR: a lock file naming its owner, taken over by a later run once the owner is gone."""
+"""One job per output folder (a training per OUTPUT_DIR, a prediction per --output): a lock file naming its owner,
+taken over by a later run once the owner is gone."""
 
 import atexit
 import contextlib
@@ -9,32 +10,24 @@ import socket
 import time
 
 from .errors import DigitError
+from .io import process_alive
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = ".training.lock"
+LOCK_NAME = ".training.lock"  # the training's; another job's is .<job>.lock
 
 
 class LockedError(DigitError):
     """Another live process holds the lock."""
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 class OutputLock:
-    """``OUTPUT_DIR/.training.lock``: pid, host and start time of the training that writes into OUTPUT_DIR."""
+    """``OUTPUT_DIR/.training.lock`` (``.<job>.lock``): pid, host and start time of the job writing into the folder."""
 
-    def __init__(self, output_dir):
+    def __init__(self, output_dir, job="training"):
         self.output_dir = output_dir
-        self.path = os.path.join(output_dir, LOCK_NAME)
+        self.job = job
+        self.path = os.path.join(output_dir, LOCK_NAME if job == "training" else f".{job}.lock")
         self._held = False
 
     def owner(self):
@@ -46,7 +39,7 @@ class OutputLock:
             return None
 
     def acquire(self):
-        """Take the lock (released at exit); LockedError when a live training on this host holds it."""
+        """Take the lock (released at exit); LockedError when a live job on this host holds it."""
         os.makedirs(self.output_dir, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         for _ in range(3):
@@ -54,13 +47,14 @@ class OutputLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 owner = self.owner()
-                if owner and (owner.get("host") != me["host"] or _alive(int(owner.get("pid", -1)))):
+                if owner and (owner.get("host") != me["host"] or process_alive(int(owner.get("pid", -1)))):
+                    folder = "OUTPUT_DIR" if self.job == "training" else "output folder"
                     raise LockedError(
-                        f"{self.output_dir}: another training (pid {owner.get('pid')} on {owner.get('host')}, "
-                        f"started {owner.get('started')}) writes into this OUTPUT_DIR; wait for it, stop it, "
-                        f"or choose another OUTPUT_DIR (a lock left by a dead process is {self.path})"
+                        f"{self.output_dir}: another {self.job} (pid {owner.get('pid')} on {owner.get('host')}, "
+                        f"started {owner.get('started')}) writes into this {folder}; wait for it, stop it, "
+                        f"or choose another {folder} (a lock left by a dead process is {self.path})"
                     ) from None
-                logger.warning(f"{self.path}: taking over the lock of a training that is gone ({owner})")
+                logger.warning(f"{self.path}: taking over the lock of a {self.job} that is gone ({owner})")
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(self.path)
                 continue
@@ -76,3 +70,9 @@ class OutputLock:
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path)
         self._held = False
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()

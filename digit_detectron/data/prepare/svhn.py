@@ -93,7 +93,7 @@ def svhn_folder_to_coco(folder, id_offset=0):
     """
     mat_file = os.path.join(folder, "digitStruct.mat")
     images, annotations, sources = [], [], {}
-    stats = {"clipped": 0, "dropped": 0, "non_finite": 0}
+    stats = {"clipped": 0, "dropped": 0, "non_finite": 0, "non_finite_images": []}
     for name, boxes in read_digit_struct(mat_file):
         path = os.path.join(folder, name)
         where = f"{mat_file}: {name}: "
@@ -110,6 +110,8 @@ def svhn_folder_to_coco(folder, id_offset=0):
         sources[image_id] = path
         images.append({"id": image_id, "file_name": f"{image_id}.png", "width": width, "height": height})
         for box in boxes:
+            if not all(math.isfinite(box[k]) for k in ("left", "top", "width", "height")):
+                stats["non_finite_images"].append(path)
             bbox = _fit_box(box, width, height, stats)
             if bbox is not None:
                 category_id = svhn_label_to_category(box["label"], where)
@@ -203,7 +205,7 @@ def convert_svhn(
     the rest; ``extra/`` (if ``extra``) joins the train split with ids offset by EXTRA_ID_OFFSET.
     ``test/`` is optional and keeps its PNG stems as image ids. Images are copied, or hard-linked
     if ``link``. Returns a summary: per split the image and box counts, image folder and json
-    path; and the numbers of clipped and dropped boxes.
+    path; the numbers of clipped and dropped boxes; and the source images whose boxes held NaN or inf.
     """
     if not 0 <= valid_fraction < 1:
         raise ValueError(f"valid_fraction must be in [0, 1), got {valid_fraction}")
@@ -241,4 +243,5 @@ def convert_svhn(
     summary["clipped_boxes"] = sum(p[3]["clipped"] for p in parsed.values())
     summary["dropped_boxes"] = sum(p[3]["dropped"] for p in parsed.values())
     summary["non_finite_boxes"] = sum(p[3]["non_finite"] for p in parsed.values())
+    summary["non_finite_images"] = sorted({path for p in parsed.values() for path in p[3]["non_finite_images"]})
     return summary
