@@ -7,10 +7,12 @@ export PYTHONUNBUFFERED := 1
 setup:
 	@bash tools/setup_env.sh
 
-# The style gate (ruff.toml): lint + import order, and the formatter's check. `make format` applies both.
+# The style gate (ruff.toml): lint + import order, the formatter's check, and the package's import contract
+# (tools/check_layers.py: each layer imports only those below it). `make format` applies ruff's fixes.
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	$(PY) tools/check_layers.py
 
 format: setup
 	.venv/bin/ruff check --fix .

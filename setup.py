@@ -43,6 +43,7 @@ setup(
     description="Detectron2 plugin that detects digits in house-number photos and reads the number",
     python_requires=">=3.10",
     packages=find_packages(include=["digit_detectron", "digit_detectron.*"]),
+    package_data={"digit_detectron": ["configs/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "export": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"],  # tools/export_model.py --format onnx

@@ -3,10 +3,13 @@
 Importing the package registers its modules in detectron2's registries and the datasets
 ``digits_train`` / ``digits_valid`` / ``digits_test`` under ``$DIGITS_DATASET_ROOT``.
 
-Layers, in the order data flows: ``data`` (datasets, mapper, synthetic generator, offline preparation)
--> ``modeling`` (ROI heads, IoU loss, backbones) -> ``engine`` (trainer, hooks, schedule, pre-training)
--> ``checkpoint`` (loading, saving, weight conversion) -> ``evaluation`` -> ``inference`` (predictor,
-number reader, submission files) -> ``analysis`` (anchors, benchmarks, experiments, plots, drawings).
+Layers, lowest first; each imports only those below it (``tools/check_layers.py``, run by ``make lint``):
+``utils`` < ``data`` (datasets, mapper, image reading, synthetic generator, offline preparation) <
+``modeling`` (ROI heads, IoU loss, backbones, bf16, the number reader) < ``checkpoint`` (loading,
+saving, bundles, weight conversion) < ``config`` < ``evaluation`` (evaluators, the report, drawings) <
+``engine`` (trainer, hooks, schedule, pre-training, plots) < ``export`` (TorchScript / ONNX, the
+runtime) < ``inference`` (predictor, ``DigitReader``, reader tuning, submission files) < ``analysis``
+(anchors, benchmarks, experiments, visualisation). ``command.py`` and this file may import any layer.
 
 Importing it also sets ``OMP_WAIT_POLICY=PASSIVE`` when neither that nor ``GOMP_SPINCOUNT`` is set
 and torch is not imported yet (``utils/threads.py``; ``DIGITS_THREAD_POLICY=torch`` turns it off).

@@ -18,6 +18,7 @@ import runpy
 import sys
 
 from .data.image_io import ImageReadError
+from .inference.reader_api import DigitReader, ReadResult
 from .utils.cli import argument_parser, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -72,8 +73,6 @@ def read_main(argv=None):
     parser.add_argument("--output", default=None, help="folder for the drawn images (default: ./read)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda when there is a GPU), cpu or cuda")
     args = parser.parse_args(argv)
-    from .inference.reader_api import DigitReader, ReadResult
-
     for item in args.images:  # before the model loads: a typo costs no time
         if not os.path.exists(item):
             raise FileNotFoundError(f"{item}: no such image or folder")

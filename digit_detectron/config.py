@@ -5,6 +5,10 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
+from .checkpoint.bundle import read_bundle_config
+from .data.datasets import register_digits
+from .modeling.iou_loss import IOU_LOSS_TYPES
+from .utils.cli import device_opts
 from .utils.device import resolve_device
 from .utils.errors import ConfigError
 
@@ -152,7 +156,7 @@ def add_digit_config(cfg):
     _C.DIGITS.TEST_MODE.NMS_THRESH = 0.3
     # Lowest score written to pred.json: COCO AP rewards keeping low-score boxes.
     _C.DIGITS.PRED_JSON_SCORE_THRESH = 0.05
-    # Whole-number reader (digit_detectron.inference.number_reader).
+    # Whole-number reader (digit_detectron.modeling.number_reader).
     _C.DIGITS.READER = CN()
     # Score thresholds tried in order; the first that keeps at least one digit gives the number. One
     # threshold of 0.5: on 2,000 out-of-style images it read 1.5-2.5 points more numbers than the
@@ -197,11 +201,34 @@ def apply_test_mode(cfg):
     return cfg
 
 
+# The configs shipped inside the package (the repository's configs/ points here).
+PACKAGE_CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+
+
+def resolve_config_file(path):
+    """
+    ``path`` when it is a file; else the shipped config of that name (``digits_cpu.yaml`` or
+    ``configs/digits_cpu.yaml`` from any directory, like detectron2's model-zoo names); else ``path``
+    (whose absence the caller reports).
+    """
+    if os.path.isfile(path):
+        return path
+    name = path[len("configs/") :] if path.startswith("configs/") else path
+    shipped = os.path.join(PACKAGE_CONFIGS, name)
+    return shipped if not os.path.isabs(name) and os.path.isfile(shipped) else path
+
+
+def shipped_configs():
+    """Names of the configs shipped with the package."""
+    return sorted(f for f in os.listdir(PACKAGE_CONFIGS) if f.endswith(".yaml"))
+
+
 def get_digit_cfg(config_file=None, opts=(), embedded=None):
     """
     detectron2's default config with the digit keys, merged with ``embedded`` (``(model file, YAML
     text)`` of a bundle's config, see ``get_model_cfg``), then ``config_file`` (a path, or a list of paths
-    merged in order, e.g. a model config then tools/tune_reader.py's thresholds), then ``opts``.
+    merged in order, e.g. a model config then tools/tune_reader.py's thresholds; a shipped config may
+    be named alone, ``resolve_config_file``), then ``opts``.
     A missing or malformed file, an unknown key or a bad value is a ConfigError naming the file or opts.
     """
     from detectron2.config import get_cfg
@@ -217,8 +244,11 @@ def get_digit_cfg(config_file=None, opts=(), embedded=None):
     for path in [config_file] if isinstance(config_file, str) else (config_file or []):
         if not path:
             continue
+        path = resolve_config_file(path)
         if not os.path.isfile(path):
-            raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(
+                f"{path}: config file not found (nor a shipped config of that name: {', '.join(shipped_configs())})"
+            )
         try:
             cfg.merge_from_file(path)
         except (AssertionError, KeyError, ValueError, TypeError, yaml.YAMLError) as e:
@@ -249,8 +279,6 @@ def get_model_cfg(config_file=None, opts=(), weights=None):
     ``weights`` (or the MODEL.WEIGHTS of ``opts``), then ``config_file`` over it, then ``opts``, with
     MODEL.WEIGHTS set to the bundle. A plain checkpoint (no embedded config) needs ``config_file``.
     """
-    from .checkpoint.bundle import read_bundle_config
-
     opts = list(opts)
     if weights:
         opts += ["MODEL.WEIGHTS", weights]
@@ -269,6 +297,14 @@ def get_model_cfg(config_file=None, opts=(), weights=None):
     return get_digit_cfg(files, opts, embedded=(weights, embedded) if embedded is not None else None)
 
 
+def model_config(args, extra_opts=()):
+    """
+    The config of the model that a tool's parsed ``args`` name: ``--weights`` / MODEL.WEIGHTS,
+    ``--config-file``, the KEY VALUE ``opts`` and ``--device`` (``utils.cli.add_model_flags``).
+    """
+    return get_model_cfg(args.config_file, [*args.opts, *extra_opts, *device_opts(args)], weights=args.weights)
+
+
 def _get(cfg, key):
     node = cfg
     for part in key.split("."):
@@ -282,7 +318,6 @@ def validate_config(cfg):
     sizes. The first bad value is a ConfigError naming the key, e.g.
     ``DIGITS.PRED_JSON_SCORE_THRESH: 5.0 is outside [0, 1]``.
     """
-    from .modeling.iou_loss import IOU_LOSS_TYPES
 
     def number(key, lo=None, hi=None, integer=False, lo_open=False):
         value = _get(cfg, key)
@@ -349,8 +384,6 @@ def validate_config(cfg):
 
 def register_config_datasets(cfg):
     """Register the roots of DIGITS.DATASET_ROOTS ("PREFIX:ROOT"); a malformed entry is a ConfigError."""
-    from .data.datasets import register_digits
-
     for entry in cfg.DIGITS.DATASET_ROOTS:
         prefix, sep, root = str(entry).partition(":")
         if not sep or not prefix or not root:

@@ -23,7 +23,7 @@ from digit_detectron.checkpoint.bundle import BundleError, write_bundle
 from digit_detectron.data.datasets import DatasetError, load_digits_json
 from digit_detectron.data.image_io import read_image
 from digit_detectron.data.prepare.check import check_dataset
-from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.modeling.number_reader import NumberReader
 from digit_detectron.utils.device import resolve_device
 from digit_detectron.utils.errors import ConfigError
 from digit_detectron.utils.io import remove_stale_temporaries

@@ -23,7 +23,7 @@ from digit_detectron.command import main as command_main
 from digit_detectron.config import get_digit_cfg, get_model_cfg
 from digit_detectron.export.exporter import compare_with_pytorch
 from digit_detectron.export.runtime import read_number
-from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.modeling.number_reader import NumberReader
 from digit_detectron.utils.cli import run_tool
 from digit_detectron.utils.errors import ConfigError
 

@@ -8,8 +8,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.modeling import credit_foreground
+from digit_detectron.modeling.number_reader import NumberReader
 
 from conftest import REPO_ROOT, tiny_model_opts
 

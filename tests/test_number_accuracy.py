@@ -10,7 +10,7 @@ from detectron2.structures import Boxes, Instances
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import register_digits
 from digit_detectron.evaluation import NumberAccuracyEvaluator, ground_truth_numbers
-from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.modeling.number_reader import NumberReader
 
 # image id -> (width, height, [(digit, XYWH box)]), digits listed out of reading order on purpose.
 GROUND_TRUTH = {

@@ -10,7 +10,7 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.inference.number_reader import (
+from digit_detectron.modeling.number_reader import (
     NumberReader,
     digits_to_number,
     is_column,

@@ -1,4 +1,4 @@
-"""digit_detectron.analysis.plots and tools/plot_metrics.py on metrics.json files the tests write."""
+"""digit_detectron.engine.plots and tools/plot_metrics.py on metrics.json files the tests write."""
 
 import importlib.util
 import json
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from digit_detectron.analysis.plots import (
+from digit_detectron.engine.plots import (
     DPI,
     FIGSIZE,
     MetricsError,
@@ -183,7 +183,7 @@ def test_cli_error_names_the_file(tmp_path):
 
 
 def test_smoothing_is_a_debiased_average():
-    from digit_detectron.analysis.plots import smooth
+    from digit_detectron.engine.plots import smooth
 
     assert smooth(np.full(5, 2.0)) == pytest.approx(np.full(5, 2.0))
     values = smooth(np.array([0.0, 10.0]))

@@ -14,14 +14,14 @@ from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
 from digit_detectron.data import register_digits
-from digit_detectron.evaluation.reader_tuning import (
+from digit_detectron.inference.reader_tuning import (
     beats_beyond_chance,
     best_pred_json_thresh,
     ladders,
     pred_json_aps,
     search_reader_thresholds,
 )
-from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.modeling.number_reader import NumberReader
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
 

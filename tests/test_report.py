@@ -19,7 +19,7 @@ from digit_detectron.evaluation.report import (
     pr_curves,
     write_report,
 )
-from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.modeling.number_reader import NumberReader
 
 from conftest import REPO_ROOT, write_digit_dataset
 

@@ -35,12 +35,8 @@ from digit_detectron.data.batching import (
 from digit_detectron.data.mapper import DigitDatasetMapper
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.inference.predictor import DigitPredictor
-from digit_detectron.inference.speed import (
-    apply_inference_options,
-    bf16_backbone,
-    cpu_has_native_bf16,
-    use_backbone_bf16,
-)
+from digit_detectron.inference.speed import apply_inference_options
+from digit_detectron.modeling.speed import bf16_backbone, cpu_has_native_bf16, use_backbone_bf16
 from digit_detectron.utils.errors import ConfigError
 
 from conftest import REPO_ROOT, draw_digits, save_random_checkpoint, tiny_model_opts, write_digit_dataset

@@ -107,6 +107,10 @@ def test_eval_only_reports_unless_no_report(trained):
     assert "Start inference on 4 batches" in log
     report = json.loads((out / "reported" / "report" / "digits_valid" / "report.json").read_text())
     assert report["images"] == 4
+    # One inference pass gives the metrics and the report: their accuracies are one number.
+    assert log.count("Start inference on") == 1
+    results = json.loads((out / "reported" / "eval_results.json").read_text())["digits_valid"]
+    assert report["accuracy"] * 100 == pytest.approx(results["number"]["accuracy"])
 
 
 def test_resume_continues_at_saved_iteration(trained, tmp_path):

@@ -15,7 +15,8 @@ from detectron2.modeling import build_model
 from PIL import Image
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.analysis.drawing import (
+from digit_detectron.data import read_image, register_digits
+from digit_detectron.evaluation.drawing import (
     BORDER,
     CAPTION_HEIGHT,
     GAP,
@@ -29,7 +30,6 @@ from digit_detectron.analysis.drawing import (
     draw_sample,
     make_grid,
 )
-from digit_detectron.data import read_image, register_digits
 from digit_detectron.evaluation.number_accuracy import record_ground_truth as ground_truth
 from digit_detectron.utils.cli import run_tool
 

@@ -17,15 +17,8 @@ import os
 
 from digit_detectron import get_digit_cfg, register_digits
 from digit_detectron.analysis.benchmark import ORDERS, TASKS, benchmark, report
-from digit_detectron.config import option_value
-from digit_detectron.utils.cli import (
-    add_model_flags,
-    argument_parser,
-    model_config,
-    positive_int,
-    run_tool,
-    setup_logging,
-)
+from digit_detectron.config import model_config, option_value
+from digit_detectron.utils.cli import add_model_flags, argument_parser, positive_int, run_tool, setup_logging
 from digit_detectron.utils.errors import ConfigError
 
 

@@ -16,10 +16,11 @@ import os
 
 import numpy as np
 
+from digit_detectron.config import model_config
 from digit_detectron.data.image_io import read_image
 from digit_detectron.export.exporter import EXPORT_FORMATS, ExportError, compare_with_pytorch, export_model, write_check
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
-from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
+from digit_detectron.utils.cli import add_model_flags, argument_parser, run_tool, setup_logging
 
 
 def get_parser():

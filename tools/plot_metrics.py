@@ -9,7 +9,7 @@ number accuracy, wall time. Example::
 
 import os
 
-from digit_detectron.analysis.plots import MetricsError, plot_metrics
+from digit_detectron.engine.plots import MetricsError, plot_metrics
 from digit_detectron.utils.cli import argument_parser, run_tool, setup_logging
 
 

@@ -10,17 +10,11 @@ Predict digit boxes and house numbers for a folder of images; writes the HW2 sub
 import argparse
 
 from digit_detectron import apply_test_mode
-from digit_detectron.inference.number_reader import NumberReader
+from digit_detectron.config import model_config
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
 from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
-from digit_detectron.utils.cli import (
-    add_model_flags,
-    argument_parser,
-    model_config,
-    positive_int,
-    run_tool,
-    setup_logging,
-)
+from digit_detectron.modeling.number_reader import NumberReader
+from digit_detectron.utils.cli import add_model_flags, argument_parser, positive_int, run_tool, setup_logging
 from digit_detectron.utils.io import ensure_writable_dir
 from digit_detectron.utils.lock import OutputLock
 

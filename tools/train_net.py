@@ -18,11 +18,10 @@ from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.utils import comm
 
 from digit_detectron import get_digit_cfg
-from digit_detectron.config import get_model_cfg
+from digit_detectron.config import get_model_cfg, resolve_config_file
 from digit_detectron.data.preflight import preflight
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
-from digit_detectron.evaluation.report import report_datasets
 from digit_detectron.inference.speed import apply_inference_options
 from digit_detectron.inference.tta import wrap_for_tta
 from digit_detectron.utils.cli import add_common_flags, add_device_flag, device_opts, run_tool, setup_logging
@@ -66,23 +65,30 @@ def setup(args):
     return cfg
 
 
+def evaluation_model(cfg, resume=False):
+    """
+    The model of cfg.MODEL.WEIGHTS (``resume``: OUTPUT_DIR's last checkpoint) as evaluation runs it: loaded
+    strictly, with the DIGITS.INFERENCE options and TTA.
+    """
+    model = DigitTrainer.build_model(cfg)
+    # Strict: an evaluation of re-initialised heads would be a silent wrong result.
+    DigitTrainer.build_checkpointer(cfg, model, strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
+    apply_inference_options(model.eval(), cfg)  # what DigitPredictor runs (DIGITS.INFERENCE, DIGITS.TTA)
+    return wrap_for_tta(model, cfg)
+
+
 def train(args):
     """One process's work: evaluate (--eval-only) or train; launched once per process."""
     if comm.get_world_size() > 1:  # one of --num-gpus N processes: its share of this machine's cores
         apply_thread_policy(args.threads, processes=comm.get_local_size())
     cfg = setup(args)
+    report_dir = os.path.join(cfg.OUTPUT_DIR, "report") if cfg.DIGITS.REPORT and not args.no_report else None
     if args.eval_only:
-        model = DigitTrainer.build_model(cfg)
-        # Strict: an evaluation of re-initialised heads would be a silent wrong result.
-        DigitTrainer.build_checkpointer(cfg, model, strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
-        apply_inference_options(model.eval(), cfg)  # what DigitPredictor runs (DIGITS.INFERENCE, DIGITS.TTA)
-        model = wrap_for_tta(model, cfg)
-        results = DigitTrainer.test(cfg, model)
+        # One inference pass gives the metrics and the report (ReportEvaluator).
+        results = DigitTrainer.test_with_report(cfg, evaluation_model(cfg, args.resume), report_dir)
         if comm.is_main_process():  # every dataset's metrics, for scripts (e.g. tools/demo.py's summary)
             by_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
             atomic_write_json(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"), by_dataset, indent=2, default=float)
-            if cfg.DIGITS.REPORT and not args.no_report:
-                report_datasets(cfg, os.path.join(cfg.OUTPUT_DIR, "report"))
         return results
     trainer = DigitTrainer(cfg)
     if args.resume and not os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "last_checkpoint")):
@@ -93,17 +99,20 @@ def train(args):
     trainer.resume_or_load(resume=args.resume)
     results = trainer.train()
     best = os.path.join(cfg.OUTPUT_DIR, "model_best.pth")
-    if comm.is_main_process() and cfg.DIGITS.REPORT and not args.no_report and cfg.DATASETS.TEST:
+    if report_dir and cfg.DATASETS.TEST:
+        # The report of the model training keeps (the best, else the last), from its own evaluation pass.
         report_cfg = cfg.clone()
         report_cfg.defrost()
         report_cfg.MODEL.WEIGHTS = best if os.path.isfile(best) else os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
         if os.path.isfile(report_cfg.MODEL.WEIGHTS):
-            report_datasets(report_cfg, os.path.join(cfg.OUTPUT_DIR, "report"))
+            DigitTrainer.test_with_report(report_cfg, evaluation_model(report_cfg), report_dir)
     return results
 
 
 def main(argv=None):
     args = get_parser().parse_args(argv)
+    if args.config_file:  # a shipped config by name; detectron2's default_setup copies the file
+        args.config_file = resolve_config_file(args.config_file)
     print("Command Line Args:", args)
     if args.num_gpus * args.num_machines > 1 and not args.eval_only:
         # The backbone warm start runs in one process; here it has every thread, not one process's share.

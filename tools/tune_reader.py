@@ -12,22 +12,16 @@ import shlex
 from tabulate import tabulate
 
 from digit_detectron.checkpoint.bundle import update_bundle_config
-from digit_detectron.evaluation import reader_tuning
-from digit_detectron.utils.cli import (
-    add_model_flags,
-    argument_parser,
-    model_config,
-    positive_int,
-    run_tool,
-    setup_logging,
-)
+from digit_detectron.config import model_config
+from digit_detectron.inference import reader_tuning
+from digit_detectron.utils.cli import add_model_flags, argument_parser, positive_int, run_tool, setup_logging
 
 EPILOG = """\
 The model runs once on the split with a low ROI score threshold. Then every reader ladder (1 to
 --max-rungs decreasing thresholds from --score-threshs) and NMS threshold is scored by number
 accuracy, and every pred.json threshold by COCO box AP. The best reader replaces the config's only
 where it reads more numbers beyond chance (a sign test over the images where the two disagree,
-digit_detectron/evaluation/reader_tuning.py); the chosen values are written to
+digit_detectron/inference/reader_tuning.py); the chosen values are written to
 OUTPUT/reader_thresholds.yaml (OUTPUT: --output, else the config's OUTPUT_DIR) and, unless
 --no-bundle, into the model bundle itself, so that every tool given --weights uses them. For a plain
 checkpoint use the YAML:

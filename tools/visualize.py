@@ -19,11 +19,11 @@ from tqdm import tqdm
 
 from digit_detectron import apply_test_mode, get_digit_cfg
 from digit_detectron.analysis.visualization import FilePredictions, ModelPredictions, visualize
-from digit_detectron.config import option_value
+from digit_detectron.config import model_config, option_value
 from digit_detectron.data.datasets import get_dataset_dicts
-from digit_detectron.inference.number_reader import NumberReader
 from digit_detectron.inference.predictor import list_records
-from digit_detectron.utils.cli import add_model_flags, argument_parser, model_config, run_tool, setup_logging
+from digit_detectron.modeling.number_reader import NumberReader
+from digit_detectron.utils.cli import add_model_flags, argument_parser, run_tool, setup_logging
 
 
 def get_parser():

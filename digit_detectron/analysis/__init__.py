@@ -1,1 +1,1 @@
-"""Offline analysis behind the tools: anchor coverage, speed benchmarks, experiment runs, plots, drawings."""
+"""Offline analysis behind the tools: anchor coverage, speed benchmarks, experiment runs, prediction drawings."""

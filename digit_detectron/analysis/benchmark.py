@@ -20,15 +20,18 @@ from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
-from PIL import Image
 from tabulate import tabulate
 from tqdm import tqdm
 
 from ..data import DigitDatasetMapper
 from ..data.batching import SizeGroupedBatches
-from ..data.image_io import ImageReadError, read_image
+from ..data.image_io import open_image, oriented_size, read_image
+from ..engine import DigitTrainer
+from ..engine.trainer import apply_training_options
+from ..export.runtime import ExportedModel
 from ..inference.predictor import DigitPredictor
-from ..inference.speed import apply_training_options
+from ..inference.submission import write_predictions
+from ..modeling.number_reader import NumberReader
 from ..utils.io import atomic_open, atomic_write_json
 
 TASKS = ("train", "inference", "predict")
@@ -121,11 +124,8 @@ def select_images(dataset_dicts, num_images, is_train, order="dataset", dataset_
 def _aspect_ratio(dataset_dict):
     if "width" in dataset_dict and "height" in dataset_dict:
         return dataset_dict["width"] / dataset_dict["height"]
-    try:
-        with Image.open(dataset_dict["file_name"]) as img:  # reads the header only
-            width, height = img.size
-    except OSError as e:
-        raise ImageReadError(f"{dataset_dict['file_name']}: cannot read the image size ({e})") from None
+    with open_image(dataset_dict["file_name"], decode=False) as img:  # reads the header only
+        width, height = oriented_size(img)
     return width / height
 
 
@@ -265,8 +265,6 @@ def benchmark(
     if exported and task != "predict":
         raise ValueError("an exported model is timed with task 'predict'")
     if task == "predict" and exported:
-        from ..export.runtime import ExportedModel
-
         runtime = ExportedModel(exported, threads=torch.get_num_threads())
         model = build_model(cfg)  # for the padding figure only
 
@@ -314,9 +312,6 @@ def _postprocess_times(predictor, dicts, cfg):
     Seconds per image of what follows the model in tools/predict.py, timed apart: the number reader
     and writing pred.json + pred.csv (with the manifest; the reader runs again in it) for the predicted images.
     """
-    from ..inference.number_reader import NumberReader
-    from ..inference.submission import write_predictions
-
     files = list(dict.fromkeys(d["file_name"] for d in dicts))
     run = predictor.predict_files(files, batch_size=16, progress=False)
     reader = NumberReader.from_config(cfg)
@@ -341,8 +336,6 @@ def _model_step(model, is_train, cfg):
                 model(batch)
 
         return infer
-    from ..engine import DigitTrainer
-
     optimizer = DigitTrainer.build_optimizer(cfg, model)  # the trainer's (SOLVER.OPTIMIZER, ADAMW_FUSED, clipping)
 
     def step(batch):

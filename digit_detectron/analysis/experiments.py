@@ -12,8 +12,8 @@ import numpy as np
 import yaml
 from matplotlib.figure import Figure
 
+from ..engine.plots import read_metrics, series
 from ..utils.io import atomic_open
-from .plots import read_metrics, series
 
 logger = logging.getLogger(__name__)
 

@@ -11,10 +11,10 @@ import numpy as np
 
 from ..data.datasets import DatasetError
 from ..data.image_io import ImageReadError, read_image
+from ..evaluation.drawing import draw_sample, make_grid, save_png
 from ..evaluation.number_accuracy import record_ground_truth
 from ..inference.predictor import DigitPredictor
 from ..inference.submission import check_pair, load_pred_csv, load_pred_json
-from .drawing import draw_sample, make_grid, save_png
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,12 @@ MODEL.PIXEL_MEAN [123.675, 116.28, 103.53], MODEL.PIXEL_STD [58.395, 57.12, 57.3
 MODEL.RESNETS.STRIDE_IN_1X1 False.
 """
 
-import os
 import pickle
 import re
 
 import torch
 
-from ..utils.errors import DigitError
+from ..modeling.torchvision_backbone import ConversionError, load_torchvision_state_dict
 from ..utils.io import atomic_open
 
 __all__ = [
@@ -26,10 +25,6 @@ __all__ = [
     "load_torchvision_state_dict",
     "save_detectron2_checkpoint",
 ]
-
-
-class ConversionError(DigitError, ValueError):
-    """Weights that the converter does not understand; the message names the file or the tensors."""
 
 
 _RESNET_RULES = [
@@ -163,21 +158,6 @@ def check_architecture(name, state_dict, source):
     ]
     if problems:
         raise ConversionError(f"{source}: not a torchvision {name} state dict: " + "; ".join(problems))
-
-
-def load_torchvision_state_dict(path):
-    """Read a torchvision state dict (a plain one, or under "model" as torchvision's references save it)."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: file not found")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ConversionError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
-    if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        data = data["model"]
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise ConversionError(f"{path}: not a state dict (a mapping of names to tensors)")
-    return data
 
 
 def save_detectron2_checkpoint(path, model_state, matching_heuristics):

@@ -9,33 +9,16 @@ import logging
 import os
 import time
 
-from PIL import Image, UnidentifiedImageError
-
 from .datasets import get_dataset_dicts
-from .image_io import EXIF_ORIENTATION, TRANSPOSING_ORIENTATIONS, ImageReadError, check_pixel_limit
+from .image_io import ImageReadError, open_image, oriented_size
 
 logger = logging.getLogger(__name__)
 
 
 def header_size(path):
     """(width, height) of an image as read after EXIF rotation, from its header; ImageReadError otherwise."""
-    try:
-        with Image.open(path) as img:
-            check_pixel_limit(path, img.size)
-            width, height = img.size
-            if img.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
-                width, height = height, width
-    except ImageReadError:  # over the pixel limit
-        raise
-    except FileNotFoundError:
-        raise ImageReadError(f"{path}: file not found") from None
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image file (or an unsupported format)") from None
-    except Image.DecompressionBombError as e:
-        raise ImageReadError(f"{path}: too many pixels ({e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({e})") from None
-    return width, height
+    with open_image(path, decode=False) as img:
+        return oriented_size(img)
 
 
 def preflight(dataset_names):

@@ -7,6 +7,7 @@ import time
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 
+from .plots import MetricsError, plot_metrics
 from .schedule import epoch_of_iteration
 
 logger = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ class PlotMetricsHook(HookBase):
         metrics = os.path.join(self.output_dir, "metrics.json")
         if not comm.is_main_process() or not os.path.isfile(metrics):
             return
-        from digit_detectron.analysis.plots import MetricsError, plot_metrics
-
         try:
             pngs = plot_metrics(metrics, os.path.join(self.output_dir, "plots"))
         except MetricsError as e:  # the model is saved already: a plot is not worth failing for

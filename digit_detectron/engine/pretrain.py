@@ -23,22 +23,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..data.image_io import read_image
+from ..utils.boxes import box_iou
 from ..utils.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
 BACKGROUND = 10
-
-
-def _box_iou(box, boxes):
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return inter / (area + areas - inter)
 
 
 def _warp_crop(image, cx, cy, side, size):
@@ -82,7 +72,7 @@ def extract_crops(dataset_dicts, image_format="BGR", size=32, jitter=2, backgrou
                 h = median_h * rng.uniform(0.7, 1.3)
                 w = h / 2
                 cx, cy = rng.uniform(0, img_w), rng.uniform(0, img_h)
-                if _box_iou(np.array([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]), boxes).max() < 0.2:
+                if box_iou([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], boxes).max() < 0.2:
                     crops.append(_warp_crop(image, cx, cy, h * 1.3, size))
                     labels.append(BACKGROUND)
                     break

@@ -18,9 +18,31 @@ from ..checkpoint import DigitCheckpointer
 from ..data import DigitDatasetMapper
 from ..data.batching import build_batched_test_loader, build_size_grouped_train_loader
 from ..data.sampling import mixed_train_data
-from ..inference.speed import apply_training_options
+from ..evaluation import NumberAccuracyEvaluator
+from ..evaluation.coco_recall import COCOEvaluatorWithRecall
+from ..evaluation.inference_speed import InferenceSpeedEvaluator
+from ..evaluation.report import ReportEvaluator
+from ..modeling.number_reader import NumberReader
+from ..modeling.speed import bf16_backbone, use_backbone_bf16
 from ..utils.threads import data_loader_workers
 from .hooks import EpochHook, PlotMetricsHook
+
+logger = logging.getLogger("digit_detectron")
+
+
+def apply_training_options(model, cfg):
+    """
+    Apply DIGITS.TRAIN_BF16 to a model about to be trained: the backbone under bfloat16 autocast
+    (``bf16_backbone``; gradients flow through it), on where "on", or "auto" on a CPU with native
+    bf16. Returns the options in effect (a dict, logged).
+    """
+    device = cfg.MODEL.DEVICE
+    options = {"train_bf16": use_backbone_bf16(cfg.DIGITS.TRAIN_BF16, device)}
+    if options["train_bf16"] and not getattr(model.backbone, "runs_bf16", False):
+        bf16_backbone(model.backbone, "cuda" if str(device).startswith("cuda") else "cpu")
+    if cfg.DIGITS.TRAIN_BF16 != "off":
+        logger.info(f"training options: {options} (DIGITS.TRAIN_BF16={cfg.DIGITS.TRAIN_BF16})")
+    return options
 
 
 class DigitTrainer(DefaultTrainer):
@@ -103,21 +125,25 @@ class DigitTrainer(DefaultTrainer):
         return build_batched_test_loader(DatasetCatalog.get(dataset_name), mapper, batch_size, workers)
 
     @classmethod
-    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
-        from ..evaluation import NumberAccuracyEvaluator
-        from ..evaluation.coco_recall import COCOEvaluatorWithRecall
-        from ..evaluation.inference_speed import InferenceSpeedEvaluator
-
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None, report_dir=None):
+        """COCO AP (+ AR), number accuracy and images/s; with ``report_dir``, also the report of the
+        dataset into ``report_dir/<dataset>/`` (``ReportEvaluator``), from the same inference pass."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        return DatasetEvaluators(
-            [
-                COCOEvaluatorWithRecall(
-                    dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False
-                ),
-                NumberAccuracyEvaluator(dataset_name, cfg),
-                InferenceSpeedEvaluator(),
-            ]
-        )
+        evaluators = [
+            COCOEvaluatorWithRecall(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
+            NumberAccuracyEvaluator(dataset_name, cfg),
+            InferenceSpeedEvaluator(),
+        ]
+        if report_dir:
+            reader = NumberReader.from_config(cfg)
+            evaluators.append(ReportEvaluator(dataset_name, reader, os.path.join(report_dir, dataset_name)))
+        return DatasetEvaluators(evaluators)
+
+    @classmethod
+    def test_with_report(cls, cfg, model, report_dir=None):
+        """``test`` on cfg.DATASETS.TEST, writing each labelled dataset's report into ``report_dir`` when given."""
+        evaluators = [cls.build_evaluator(cfg, name, report_dir=report_dir) for name in cfg.DATASETS.TEST]
+        return cls.test(cfg, model, evaluators)
 
     def build_hooks(self):
         cfg = self.cfg

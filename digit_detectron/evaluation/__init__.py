@@ -1,4 +1,4 @@
-"""Evaluators (COCO + recall, number accuracy, images/s) and the reader threshold tuning."""
+"""Evaluators (COCO + recall, number accuracy, images/s, the report) and the drawings they make."""
 
 from .number_accuracy import NumberAccuracyEvaluator, ground_truth_numbers, record_ground_truth
 

@@ -10,7 +10,7 @@ from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 
-from ..inference.number_reader import NumberReader, digits_to_number, reading_order
+from ..modeling.number_reader import NumberReader, digits_to_number, reading_order
 
 
 def record_ground_truth(record):

@@ -16,7 +16,8 @@ beside it, and everything in ``report.json``:
 * ``accuracy_by_glyph_source.png``: whole-number accuracy per font (glyph source), for data whose json
   names each image's ``glyph_source`` (the synthetic generator's), so one sees which unseen faces fail.
 
-``tools/compare_runs.py A B`` prints two reports side by side.
+``ReportEvaluator`` writes it from an evaluation's own inference pass (``train_net.py --eval-only`` and
+the end of training); ``tools/compare_runs.py A B`` prints two reports side by side.
 """
 
 import json
@@ -24,9 +25,15 @@ import logging
 import os
 
 import numpy as np
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.utils import comm
 
-from ..inference.number_reader import digits_to_number
+from ..data.datasets import get_dataset_dicts
+from ..data.image_io import read_image
+from ..modeling.number_reader import digits_to_number
+from ..utils.boxes import box_iou
 from ..utils.io import atomic_open, atomic_write_json
+from .drawing import draw_sample, make_grid, save_png
 from .number_accuracy import record_ground_truth
 
 __all__ = [
@@ -37,6 +44,7 @@ __all__ = [
     "match_read_digits",
     "number_error_kind",
     "pr_curves",
+    "ReportEvaluator",
     "write_report",
 ]
 
@@ -78,24 +86,15 @@ def number_error_kind(read, truth):
     return "wrong digit"
 
 
-def _iou(a, b):
-    """IoU matrix of XYXY boxes a (N, 4) and b (M, 4)."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
-
-
 def match_read_digits(read_boxes, read_classes, read_scores, gt_boxes, gt_classes, iou_thresh=0.5):
     """
     (true class, read class) pairs of one image, BACKGROUND for "none": read digits in decreasing
     score each take the unmatched ground-truth box of highest IoU >= ``iou_thresh`` (any class).
     """
     order = np.argsort(-np.asarray(read_scores, float), kind="stable")
-    ious = _iou(np.asarray(read_boxes)[order], gt_boxes) if len(order) and len(gt_boxes) else np.zeros((len(order), 0))
+    ious = (
+        box_iou(np.asarray(read_boxes)[order], gt_boxes) if len(order) and len(gt_boxes) else np.zeros((len(order), 0))
+    )
     taken = np.zeros(len(gt_boxes), bool)
     pairs = []
     for row, i in enumerate(order):
@@ -135,7 +134,7 @@ def pr_curves(images, iou_thresh=0.5, max_dets=100):
             d, s = d[order], s[order]
             num_gt += len(g)
             taken = np.zeros(len(g), bool)
-            ious = _iou(d, g) if len(d) and len(g) else np.zeros((len(d), len(g)))
+            ious = box_iou(d, g) if len(d) and len(g) else np.zeros((len(d), len(g)))
             for row in range(len(d)):
                 best, best_iou = -1, min(iou_thresh, 1 - 1e-10)
                 for j in range(len(g)):
@@ -343,9 +342,6 @@ def _confidence(row):
 
 
 def _gallery(rows, path):
-    from ..analysis.drawing import draw_sample, make_grid, save_png
-    from ..data.image_io import read_image
-
     panels = []
     for r in rows:
         c = r["chosen"]
@@ -464,30 +460,46 @@ def load_report(path):
         return json.load(f)
 
 
-def report_datasets(cfg, output_root, dataset_names=None, progress=False):
+class ReportEvaluator(DatasetEvaluator):
     """
-    Run the model of ``cfg`` (MODEL.WEIGHTS; its DIGITS.INFERENCE options and reader) on each labelled
-    dataset of ``dataset_names`` (default DATASETS.TEST) and write its report into
-    ``output_root/<dataset>/``. Returns {dataset: report}; unlabelled datasets are skipped.
+    Writes the report of a labelled dataset into ``output_dir`` from the predictions of the evaluation's
+    own inference pass (the same ``instances`` the COCO and number-accuracy evaluators score, so the
+    report's accuracy is theirs). ``DigitTrainer.build_evaluator(..., report_dir=...)`` adds it.
+    Returns no metrics; the report dict is kept as ``self.report`` (None for an unlabelled dataset).
     """
-    from ..data.datasets import get_dataset_dicts
-    from ..inference.number_reader import NumberReader
-    from ..inference.predictor import DigitPredictor
 
-    predictor = DigitPredictor(cfg)
-    reader = NumberReader.from_config(cfg)
-    reports = {}
-    for name in dataset_names or cfg.DATASETS.TEST:
-        records = [r for r in get_dataset_dicts(name) if "annotations" in r]
+    def __init__(self, dataset_name, reader, output_dir, distributed=True):
+        self.dataset_name = dataset_name
+        self.reader = reader
+        self.output_dir = output_dir
+        self.distributed = distributed
+        self.report = None
+        self.reset()
+
+    def reset(self):
+        self._predictions = {}
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            inst = out["instances"].to("cpu")
+            self._predictions[inp["file_name"]] = (
+                inst.pred_boxes.tensor.numpy(),
+                inst.scores.numpy(),
+                inst.pred_classes.numpy(),
+            )
+
+    def evaluate(self):
+        predictions = self._predictions
+        if self.distributed:
+            comm.synchronize()
+            parts = comm.gather(predictions, dst=0)
+            if not comm.is_main_process():
+                return {}
+            predictions = {k: v for part in parts for k, v in part.items()}
+        records = [r for r in get_dataset_dicts(self.dataset_name) if "annotations" in r]
         if not records:
-            _logger.info(f"report: {name} has no annotations, skipped")
-            continue
-        run = predictor.predict_files([r["file_name"] for r in records], progress=progress)
-        predictions = {
-            path: (inst.pred_boxes.tensor.numpy(), inst.scores.numpy(), inst.pred_classes.numpy())
-            for path, inst in run.instances.items()
-        }
-        folder = os.path.join(output_root, name)
-        reports[name] = write_report(records, predictions, reader, folder, title=name)
-        _logger.info(f"report: {folder} ({headline(reports[name])})")
-    return reports
+            _logger.info(f"report: {self.dataset_name} has no annotations, skipped")
+            return {}
+        self.report = write_report(records, predictions, self.reader, self.output_dir, title=self.dataset_name)
+        _logger.info(f"report: {self.output_dir} ({headline(self.report)})")
+        return {}

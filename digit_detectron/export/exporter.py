@@ -20,6 +20,7 @@ import os
 import numpy as np
 import torch
 
+from ..utils.boxes import box_iou
 from ..utils.errors import DigitError
 from ..utils.io import atomic_open, atomic_write_json
 
@@ -185,7 +186,11 @@ def compare_with_pytorch(
             free[j] = False
             pairs += 1
             box_diff, score_diff = float(np.abs(boxes[j] - box).max()), float(abs(scores[j] - score))
-            if box_diff > box_tolerance and score_diff <= score_tolerance and _iou(boxes[j], box) >= nms_thresh:
+            if (
+                box_diff > box_tolerance
+                and score_diff <= score_tolerance
+                and box_iou(boxes[j], box)[0, 0] >= nms_thresh
+            ):
                 ties += 1
                 continue
             worst_box, worst_score = max(worst_box, box_diff), max(worst_score, score_diff)
@@ -200,15 +205,6 @@ def compare_with_pytorch(
         "matched_detections": pairs,
         "ok": ok,
     }
-
-
-def _iou(a, b):
-    """IoU of two (x0, y0, x1, y1) boxes."""
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = w * h
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def write_check(path, result):

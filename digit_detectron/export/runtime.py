@@ -37,7 +37,7 @@ class RuntimeModelError(ValueError):
     """The exported model or its model.json is missing or unreadable; the message names the file."""
 
 
-COLUMN_MAX_CENTRE_SHIFT = 0.5  # the reader's column rule (inference/number_reader.py)
+COLUMN_MAX_CENTRE_SHIFT = 0.5  # the reader's column rule (modeling/number_reader.py)
 COLUMN_MAX_VERTICAL_OVERLAP = 0.3
 
 

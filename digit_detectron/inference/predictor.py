@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from detectron2.data import transforms as T
 from detectron2.modeling import build_model
-from PIL import Image
 from tqdm import tqdm
 
 from ..checkpoint import DigitCheckpointer
 from ..data.datasets import IMAGE_EXTENSIONS
-from ..data.image_io import ImageReadError, read_image
+from ..data.image_io import ImageReadError, open_image, oriented_size, read_image
 from ..data.transforms import build_digit_augmentation
 from .speed import apply_inference_options
 from .tta import wrap_for_tta
@@ -110,11 +109,11 @@ class DigitPredictor:
 def _aspect_ratio(path):
     """width / height from the image header (0 when unreadable: read_image reports it later)."""
     try:
-        with Image.open(path) as image:
-            width, height = image.size
-        return width / max(height, 1)
-    except (OSError, ValueError, Image.DecompressionBombError):
+        with open_image(path, decode=False) as image:
+            width, height = oriented_size(image)
+    except ImageReadError:
         return 0.0
+    return width / max(height, 1)
 
 
 def list_input_images(input):

@@ -23,8 +23,10 @@ import torch
 from ..checkpoint.bundle import BundleError
 from ..config import get_model_cfg
 from ..data.image_io import ImageReadError, read_image
+from ..evaluation.drawing import draw_panel, save_png
+from ..export.runtime import ExportedModel, RuntimeModelError
+from ..modeling.number_reader import NumberReader, digits_to_number
 from ..utils.pixels import pil_to_rgb
-from .number_reader import NumberReader, digits_to_number
 from .predictor import DigitPredictor, list_input_images
 
 __all__ = ["Digit", "DigitReader", "ReadResult"]
@@ -57,8 +59,6 @@ class ReadResult:
 
     def plot(self):
         """The image (RGB uint8) with the digits read boxed and the number as its caption."""
-        from ..analysis.drawing import draw_panel
-
         if self.image_rgb is None and self.source is not None and self.error is None:
             self.image_rgb = read_image(self.source, "RGB")  # read_folder keeps no pixels: decoded on demand
         if self.image_rgb is None:
@@ -69,8 +69,6 @@ class ReadResult:
 
     def save(self, path):
         """Write ``plot()`` as a PNG (atomically); returns the path."""
-        from ..analysis.drawing import save_png
-
         save_png(self.plot(), path)
         return path
 
@@ -102,8 +100,6 @@ class DigitReader:
         self.batch_size = int(batch_size)
         self.exported = None
         if model.endswith(EXPORTED_SUFFIXES):
-            from ..export.runtime import ExportedModel, RuntimeModelError
-
             try:
                 self.exported = ExportedModel(model)
             except RuntimeModelError as e:

@@ -17,9 +17,13 @@ It has GeneralizedRCNN's inference interface (``model(batched_inputs)``), so ``D
 
 import torch
 from detectron2.layers import batched_nms
+from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances, pairwise_iou
 from torch import nn
 from torch.nn import functional as F
+
+from ..checkpoint import DigitCheckpointer
+from .speed import apply_inference_options
 
 __all__ = ["MERGE_METHODS", "MergedModel", "merge_detections", "weighted_box_fusion"]
 
@@ -133,11 +137,6 @@ def wrap_for_tta(model, cfg):
     tta = cfg.DIGITS.TTA
     if not tta.ENABLED:
         return model
-    from detectron2.modeling import build_model
-
-    from ..checkpoint import DigitCheckpointer
-    from .speed import apply_inference_options
-
     models = [model]
     for weights in tta.ENSEMBLE_WEIGHTS:
         other = build_model(cfg).eval()

@@ -7,6 +7,8 @@ names them ``res2`` .. ``res5`` like detectron2's ResNet, and puts detectron2's 
 rest of a ResNet-FPN config (FPN / RPN / ROI in-features, anchors) applies unchanged.
 """
 
+import os
+
 import torch
 import torchvision
 from detectron2.layers import ShapeSpec
@@ -14,13 +16,32 @@ from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone.fpn import FPN, LastLevelMaxPool
 from torch import nn
 
-from ..checkpoint.weights_conversion import load_torchvision_state_dict
+from ..utils.errors import DigitError
 
 STAGE_NAMES = {4: "res2", 8: "res3", 16: "res4", 32: "res5"}
 # State-dict prefixes of the classifier heads, which the backbone does not use.
 _HEAD_PREFIXES = ("classifier.", "fc.")
 # Probe size for finding the stride of every layer; any multiple of 32 works.
 _PROBE = 64
+
+
+class ConversionError(DigitError, ValueError):
+    """Weights that the converter does not understand; the message names the file or the tensors."""
+
+
+def load_torchvision_state_dict(path):
+    """Read a torchvision state dict (a plain one, or under "model" as torchvision's references save it)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: file not found")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConversionError(f"{path}: not a readable torch file ({type(e).__name__}: {e})") from e
+    if isinstance(data, dict) and isinstance(data.get("model"), dict):
+        data = data["model"]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise ConversionError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return data
 
 
 def _layers(arch, net):

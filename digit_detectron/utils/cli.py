@@ -93,13 +93,6 @@ def device_opts(args):
     return ["MODEL.DEVICE", args.device] if getattr(args, "device", None) else []
 
 
-def model_config(args, extra_opts=()):
-    """The config of the model named by ``--weights`` / MODEL.WEIGHTS, ``--config-file``, opts and ``--device``."""
-    from ..config import get_model_cfg
-
-    return get_model_cfg(args.config_file, [*args.opts, *extra_opts, *device_opts(args)], weights=args.weights)
-
-
 def requested_threads(args):
     """The value of ``--threads N`` / ``--threads=N`` in an argument list, or None (the parser reports a bad one)."""
     for i, arg in enumerate(args):

@@ -12,7 +12,6 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ..datasets import (
@@ -25,7 +24,7 @@ from ..datasets import (
     image_entry_problem,
     split_paths,
 )
-from ..image_io import EXIF_ORIENTATION, TRANSPOSING_ORIENTATIONS, ImageReadError, check_pixel_limit
+from ..image_io import TRANSPOSING_ORIENTATIONS, ImageReadError, exif_orientation, open_image
 
 ERROR, WARNING = "error", "warning"
 MODE_NOTES = {
@@ -280,31 +279,26 @@ def _check_categories(report, json_file, categories):
         )
 
 
+# ImageReadError.kind -> the report's kind of finding
+IMAGE_ERROR_KINDS = {
+    "empty": "image-empty",
+    "missing": "image-missing",
+    "not-image": "image-not-image",
+    "too-large": "image-too-large",
+    "corrupt": "image-corrupt",
+}
+
+
 def check_image(report, path, expected_hw=None, json_file=None):
     """Decode one image fully; report missing / empty / corrupt files, size mismatches, modes and EXIF."""
     try:
-        if os.path.getsize(path) == 0:
-            report.add(ERROR, "image-empty", path, "zero-byte file")
-            return
-        with Image.open(path) as img:
-            mode, (w, h) = img.mode, img.size
-            check_pixel_limit(path, img.size)
-            orientation = img.getexif().get(EXIF_ORIENTATION, 1)
-            img.load()
-    except FileNotFoundError:
-        report.add(ERROR, "image-missing", path, "file not found" + (f" (listed in {json_file})" if json_file else ""))
-        return
-    except UnidentifiedImageError:
-        report.add(ERROR, "image-not-image", path, "not an image file (or an unsupported format)")
-        return
-    except ImageReadError as e:  # over the pixel limit
-        report.add(ERROR, "image-too-large", path, str(e).removeprefix(f"{path}: "))
-        return
-    except Image.DecompressionBombError as e:
-        report.add(ERROR, "image-too-large", path, f"too many pixels ({e})")
-        return
-    except (OSError, SyntaxError, ValueError) as e:
-        report.add(ERROR, "image-corrupt", path, f"corrupt or truncated image ({e})")
+        with open_image(path) as img:
+            mode, (w, h), orientation = img.mode, img.size, exif_orientation(img)
+    except ImageReadError as e:
+        message = str(e).removeprefix(f"{path}: ")
+        if e.kind == "missing" and json_file:
+            message += f" (listed in {json_file})"
+        report.add(ERROR, IMAGE_ERROR_KINDS[e.kind], path, message)
         return
     if mode != "RGB":
         report.add(

@@ -15,11 +15,11 @@ import random
 import shutil
 import tempfile
 
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from ...utils.io import atomic_write_json
 from ..datasets import DIGIT_CLASSES, EDGE_TOLERANCE, DatasetError, image_id_from_filename
+from ..image_io import ImageReadError, open_image
 
 BBOX_FIELDS = ("height", "left", "top", "width", "label")
 # Image ids of extra/ images are offset by this so that they never collide with train/ ids.
@@ -98,12 +98,10 @@ def svhn_folder_to_coco(folder, id_offset=0):
         path = os.path.join(folder, name)
         where = f"{mat_file}: {name}: "
         try:
-            with Image.open(path) as img:
+            with open_image(path, decode=False) as img:
                 width, height = img.size
-        except FileNotFoundError:
-            raise DatasetError(f"{where}image {path} not found") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise DatasetError(f"{where}cannot read image {path} ({e})") from None
+        except ImageReadError as e:
+            raise DatasetError(f"{where}{e}") from None
         image_id = id_offset + image_id_from_filename(path)
         if image_id in sources:
             raise DatasetError(f"{where}image id {image_id} repeats {sources[image_id]}")

@@ -25,11 +25,11 @@ from detectron2.structures import Boxes, Instances
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ..inference.number_reader import NumberReader, class_agnostic_nms, read_after_nms
-from ..inference.predictor import DigitPredictor, PredictionRun
-from ..inference.submission import pred_json_entries
+from ..evaluation.number_accuracy import NumberAccuracyEvaluator
+from ..modeling.number_reader import NumberReader, class_agnostic_nms, read_after_nms
 from ..utils.io import atomic_open
-from .number_accuracy import NumberAccuracyEvaluator
+from .predictor import DigitPredictor, PredictionRun
+from .submission import pred_json_entries
 
 DEFAULT_SCORE_GRID = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1)
 DEFAULT_NMS_GRID = (0.2, 0.3, 0.4, 0.5, 0.6)
