@@ -1,8 +1,9 @@
-# `make demo`: set up, then the main job on the embedded default data. `make test`: set up, lint, then pytest.
+# `make demo`: set up, then the main job on the embedded default data. `make test`: set up, lint, then pytest
+# (what CI runs). `make test-fast`: the quick tier for the edit-test loop.
 PY := .venv/bin/python
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup lint format test demo clean
+.PHONY: setup lint format test test-fast demo clean
 
 setup:
 	@bash tools/setup_env.sh
@@ -20,6 +21,10 @@ format: setup
 
 test: lint
 	$(PY) -m pytest tests
+
+# The edit-test loop: the tests that neither train nor start processes (marker "slow"), no lint, under 2 min.
+test-fast: setup
+	$(PY) -m pytest tests -m "not slow and not gpu"
 
 demo: setup
 	$(PY) tools/demo.py

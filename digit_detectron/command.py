@@ -1,5 +1,5 @@
 """
-``digit-detectron``: one command for every task (the console entry point of setup.py)::
+``digit-detectron``: one command for every task (the console entry point of pyproject.toml)::
 
     digit-detectron read photo.png --weights output/demo/train/model_best.pth
     digit-detectron predict --weights model_best.pth --input datasets/digits/test --output out/pred
@@ -7,12 +7,13 @@
     digit-detectron eval --weights model_best.pth DATASETS.TEST '("digits_valid",)'
     digit-detectron check datasets/digits      digit-detectron demo      digit-detectron export ...
 
-Each subcommand but ``read`` runs the tool of the same job in ``tools/`` with the arguments as
-given (``tools/*.py`` keep working on their own); ``eval`` is ``tools/train_net.py --eval-only``.
+Each subcommand but ``read`` and ``demo`` calls the ``main`` of its module in ``digit_detectron/tools/``
+with the arguments as given (``tools/*.py`` are thin wrappers of them); ``eval`` is ``train --eval-only``.
 ``read`` prints the number of each image and writes the image with the digits drawn.
 """
 
 import argparse
+import importlib
 import os
 import runpy
 import sys
@@ -23,38 +24,36 @@ from .utils.cli import argument_parser, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# subcommand -> (tool script under the repository, arguments put first, what it does)
+# subcommand -> (module of digit_detectron.tools, arguments put first, what it does); "demo" is the source
+# checkout's tools/demo.py (it renders the embedded data with the repository's datasets/ scripts).
 TOOLS = {
-    "train": ("tools/train_net.py", [], "train a model (tools/train_net.py)"),
-    "eval": ("tools/train_net.py", ["--eval-only"], "evaluate a model: COCO AP + number accuracy"),
-    "predict": ("tools/predict.py", [], "pred.json + pred.csv for a folder of images"),
-    "tune": ("tools/tune_reader.py", [], "measure the number reader's thresholds on a split"),
-    "visualize": ("tools/visualize.py", [], "draw predictions against ground truth"),
-    "benchmark": ("tools/benchmark.py", [], "images/s of training, inference, prediction"),
-    "check": ("tools/check_dataset.py", [], "check a dataset in the HW2 layout"),
-    "export": ("tools/export_model.py", [], "export a model to TorchScript or ONNX"),
-    "bundle": ("tools/make_bundle.py", [], "embed a config into a plain checkpoint (a bundle)"),
-    "demo": ("tools/demo.py", [], "the whole job on the embedded synthetic data"),
+    "train": ("train_net", [], "train a model"),
+    "eval": ("train_net", ["--eval-only"], "evaluate a model: COCO AP + number accuracy"),
+    "predict": ("predict", [], "pred.json + pred.csv for a folder of images"),
+    "tune": ("tune_reader", [], "measure the number reader's thresholds on a split"),
+    "visualize": ("visualize", [], "draw predictions against ground truth"),
+    "benchmark": ("benchmark", [], "images/s of training, inference, prediction"),
+    "check": ("check_dataset", [], "check a dataset in the HW2 layout"),
+    "export": ("export_model", [], "export a model to TorchScript or ONNX"),
+    "bundle": ("make_bundle", [], "embed a config into a plain checkpoint (a bundle)"),
+    "demo": (None, [], "the whole job on the embedded synthetic data (in the source checkout)"),
 }
-
-
-def tool_path(name):
-    script = os.path.join(REPO, TOOLS[name][0])
-    if not os.path.isfile(script):
-        raise FileNotFoundError(
-            f"{script}: the '{name}' tool is not here; digit-detectron runs the tools of its source checkout "
-            "(pip install -e .)"
-        )
-    return script
+DEMO = os.path.join(REPO, "tools", "demo.py")
 
 
 def run_subcommand(name, args):
-    """Run tools/<tool>.py as ``__main__`` with ``args`` (its exit code, errors and output are its own)."""
-    script = tool_path(name)
+    """Run the subcommand's ``main`` with ``args`` (its exit code, errors and output are its own)."""
+    module, first, _ = TOOLS[name]
+    if module is not None:
+        return importlib.import_module(f"digit_detectron.tools.{module}").main([*first, *args])
+    if not os.path.isfile(DEMO):
+        raise FileNotFoundError(
+            f"{DEMO}: the demo runs in a source checkout of digit-detectron (git clone, then make demo)"
+        )
     argv = sys.argv
-    sys.argv = [script, *TOOLS[name][1], *args]
+    sys.argv = [DEMO, *args]
     try:
-        runpy.run_path(script, run_name="__main__")
+        runpy.run_path(DEMO, run_name="__main__")
     finally:
         sys.argv = argv
     return 0

@@ -103,7 +103,7 @@ def test_select_images_cycles_skips_unlabelled_and_sorts_by_aspect(tmp_path):
     with pytest.raises(ValueError, match="empty_set has no usable image with boxes"):
         select_images(dicts[1:2], 3, is_train=True, dataset_name="empty_set")
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    with pytest.raises(ImageReadError, match="broken.png: cannot read the image size"):
+    with pytest.raises(ImageReadError, match="broken.png: not an image file"):
         select_images([{"file_name": str(tmp_path / "broken.png")}], 2, is_train=False, order="aspect")
 
 

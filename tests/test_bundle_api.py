@@ -209,8 +209,8 @@ def test_command_lists_and_helps_every_subcommand(cli):
         assert f"  {name} " in out
         assert "usage:" in cli(name, "--help")
     assert "invalid choice" in cli("nonsense", expect=2)
-    setup = open(os.path.join(REPO_ROOT, "setup.py")).read()
-    assert "digit-detectron=digit_detectron.command:console_main" in setup
+    project = open(os.path.join(REPO_ROOT, "pyproject.toml")).read()
+    assert 'digit-detectron = "digit_detectron.command:console_main"' in project
     script = os.path.join(os.path.dirname(sys.executable), "digit-detectron")
     if os.path.isfile(script):  # installed by `make setup` (pip install -e .)
         assert "subcommands" in subprocess.run([script, "--help"], capture_output=True, text=True).stdout

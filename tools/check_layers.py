@@ -4,6 +4,7 @@ The import contract of the ``digit_detectron`` package, checked in ``make lint``
 the layers below it (and itself), and first-party imports sit at the top of a module::
 
     utils < data < modeling < checkpoint < config < evaluation < engine < export < inference < analysis
+        < tools
 
 ``digit_detectron/__init__.py`` and ``command.py`` (the package's front door and the console command) may
 import any layer. A function-local first-party import is allowed only where a cycle is impossible to avoid
@@ -28,6 +29,7 @@ LAYERS = (
     "export",
     "inference",
     "analysis",
+    "tools",
 )
 FRONT = ("__init__", "command")  # may import every layer
 LOCAL_MARK = "# local import:"

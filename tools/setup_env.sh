@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create .venv and install digit_detectron with all its dependencies. Idempotent: a second run with
+# Create .venv and install digit_detectron with all its dependencies (pyproject.toml ranges, the exact
+# versions of constraints.txt). Idempotent: a second run with
 # nothing to do only checks a stamp and prints which detectron2 is in use.
 #
 # detectron2 has no official PyPI wheel. Unless a detectron2 is already importable in the venv (e.g. a
@@ -12,7 +13,7 @@ VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 D2_DIST=sal-detectron2==0.7.2
 STAMP="$VENV/.digit-detectron-setup"
-want=$(cat setup.py tools/setup_env.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml constraints.txt tools/setup_env.sh | sha256sum | cut -d" " -f1)
 
 d2_line() {
   "$VENV/bin/python" - <<'PY'
@@ -43,8 +44,8 @@ fi
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install -q --upgrade "pip>=23"
-"${PIP[@]}" install -q torch==2.14.1 torchvision==0.29.1
-"${PIP[@]}" install -q -e ".[dev]"
+"${PIP[@]}" install -q -c constraints.txt torch torchvision  # the exact versions CI tests
+"${PIP[@]}" install -q -c constraints.txt -e ".[dev]"
 
 if "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
   echo "setup: keeping the detectron2 already importable in $VENV"

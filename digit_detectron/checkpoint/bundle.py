@@ -10,6 +10,7 @@ model_best.pth and the periodic ones).
 """
 
 import os
+import pickle
 
 import torch
 import yaml
@@ -22,6 +23,8 @@ __all__ = [
     "BUNDLE_KEY",
     "BundleError",
     "bundle_entry",
+    "pickle_trusted",
+    "safe_torch_load",
     "read_bundle_config",
     "update_bundle_config",
     "write_bundle",
@@ -40,24 +43,54 @@ def bundle_entry(cfg):
     return {"format": BUNDLE_FORMAT, "config": cfg.dump()}
 
 
+TRUST_PICKLE_ENV = "DIGITS_TRUST_PICKLE"
+
+
+def pickle_trusted():
+    """Whether ``$DIGITS_TRUST_PICKLE`` is 1: model files may then hold any pickled Python object."""
+    return os.environ.get(TRUST_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def safe_torch_load(path, mmap=False):
+    """
+    ``torch.load`` of a model file with ``weights_only=True``: tensors and plain values only, so a file
+    cannot run code when it is read. A file that holds other Python objects (an old checkpoint with
+    pickled objects, or a crafted one) is a BundleError naming it, unless ``$DIGITS_TRUST_PICKLE=1``
+    says the file is trusted. A file that is not a torch file at all is a BundleError too.
+    """
+    trusted = pickle_trusted()
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trusted, mmap=mmap or None)
+    except pickle.UnpicklingError as e:
+        if not trusted and "Unsupported global" in str(e):  # a pickled Python object, not a damaged file
+            raise BundleError(
+                f"{path}: holds pickled Python objects beyond tensors and plain values, which could run code "
+                f"when loaded; refused. If you trust the file, set {TRUST_PICKLE_ENV}=1 to load it"
+            ) from None
+        raise BundleError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_one_line(e)})") from None
+    except Exception as e:  # zip and torch errors alike: the file is not a torch checkpoint
+        raise BundleError(f"{path}: not a readable checkpoint ({type(e).__name__}: {_one_line(e)})") from None
+
+
+def _one_line(error):
+    return " ".join(str(error).split())[:200]
+
+
 def _load(path, mmap=False):
-    """The checkpoint dict; ``mmap``: map the tensors instead of reading them (cheap when only the
-    config is wanted; a file saved without the zip format is read in full)."""
+    """The checkpoint dict (``safe_torch_load``); ``mmap``: map the tensors instead of reading them (cheap when
+    only the config is wanted; a file saved without the zip format is read in full)."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: model file not found")
     data = None
     if mmap:
         try:
-            data = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except Exception:  # a legacy (non-zip) file, or not a checkpoint: the full read below says which
-            data = None
+            data = safe_torch_load(path, mmap=True)
+        except BundleError as e:
+            if "refused" in str(e):
+                raise
+            data = None  # a legacy (non-zip) file, or not a checkpoint: the full read below says which
     if data is None:
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:  # pickle, zip and torch errors alike: the file is not a torch checkpoint
-            raise BundleError(
-                f"{path}: not a readable checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:200]})"
-            ) from None
+        data = safe_torch_load(path)
     if not isinstance(data, dict) or not isinstance(data.get("model", data), dict):
         raise BundleError(f"{path}: not a model checkpoint (expected a dict with a 'model' state dict)")
     return data

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..utils.errors import DigitError
 from ..utils.io import atomic_open
-from .bundle import BUNDLE_KEY, bundle_entry
+from .bundle import BUNDLE_KEY, BundleError, bundle_entry, safe_torch_load
 
 __all__ = ["CheckpointError", "DigitCheckpointer"]
 
@@ -63,9 +63,18 @@ class DigitCheckpointer(DetectionCheckpointer):
         finally:
             self._loading = None
 
+    def _torch_load(self, filename):
+        """A ``.pth`` / ``.pt`` file: tensors and plain values only (``bundle.safe_torch_load``)."""
+        try:
+            return safe_torch_load(filename)
+        except BundleError as e:
+            raise CheckpointError(str(e)) from None
+
     def _load_file(self, filename):
         try:
             return super()._load_file(filename)
+        except CheckpointError:
+            raise
         except Exception as e:
             raise CheckpointError(f"{filename}: not a readable checkpoint ({type(e).__name__}: {e})") from e
 

@@ -45,6 +45,15 @@ def _rename(key, rules):
     return None
 
 
+def _rename_into(converted, unknown, key, value, rules):
+    """``converted[renamed key] = value``, or ``key`` appended to ``unknown`` when no rule renames it."""
+    new_key = _rename(key, rules)
+    if new_key is None:
+        unknown.append(key)
+    else:
+        converted[new_key] = value
+
+
 def _raise_unknown(unknown, what):
     if unknown:
         shown = ", ".join(unknown[:8]) + (f" and {len(unknown) - 8} more" if len(unknown) > 8 else "")
@@ -61,11 +70,7 @@ def convert_resnet(state_dict):
     for key, value in state_dict.items():
         if key.startswith("fc.") or key.endswith(".num_batches_tracked"):
             continue
-        new_key = _rename(key, _RESNET_RULES)
-        if new_key is None:
-            unknown.append(key)
-        else:
-            converted[new_key] = value
+        _rename_into(converted, unknown, key, value, _RESNET_RULES)
     _raise_unknown(unknown, "ResNet")
     return converted
 
@@ -113,11 +118,7 @@ def convert_faster_rcnn_v2(state_dict):
         elif key.startswith("roi_heads.box_predictor.bbox_pred."):
             converted[key] = value[4:]
         else:
-            new_key = _rename(key, _DETECTOR_RULES)
-            if new_key is None:
-                unknown.append(key)
-            else:
-                converted[new_key] = value
+            _rename_into(converted, unknown, key, value, _DETECTOR_RULES)
     _raise_unknown(unknown, "fasterrcnn_resnet50_fpn_v2")
     if not any(k.startswith("roi_heads.box_predictor.") for k in converted):
         raise ConversionError("not a torchvision fasterrcnn_resnet50_fpn_v2 state dict: no roi_heads.box_predictor")

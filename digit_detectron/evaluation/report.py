@@ -365,8 +365,10 @@ def _figure():
 
 
 def _save(fig, path):
+    """Write ``fig`` as a PNG (atomically) and close it."""
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110, bbox_inches="tight")
+    _figure().close(fig)
 
 
 def _plot_pr(curves, per_class, path, title):
@@ -381,7 +383,6 @@ def _plot_pr(curves, per_class, path, title):
     ax.legend(fontsize=7, loc="lower left")
     ax.grid(alpha=0.3)
     _save(fig, path)
-    plt.close(fig)
 
 
 def _plot_confusion(matrix, path, title):
@@ -400,7 +401,6 @@ def _plot_confusion(matrix, path, title):
                 ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7,
                         color="white" if i == j else "black")  # fmt: skip
     _save(fig, path)
-    plt.close(fig)
 
 
 def _plot_kinds(kinds, path, title):
@@ -418,7 +418,6 @@ def _plot_kinds(kinds, path, title):
                 va="center", fontsize=8)  # fmt: skip
     ax.set(xlabel="images", title=f"{title} whole-number outcome".strip())
     _save(fig, path)
-    plt.close(fig)
 
 
 def _plot_heights(by_height, path, title):
@@ -432,7 +431,6 @@ def _plot_heights(by_height, path, title):
     ax.set(ylabel="AP (%)", ylim=(0, 100), title=f"{title} AP by digit height".strip())
     ax.legend(fontsize=8)
     _save(fig, path)
-    plt.close(fig)
 
 
 def _plot_sources(by_source, accuracy, path, title):
@@ -448,7 +446,6 @@ def _plot_sources(by_source, accuracy, path, title):
     ax.tick_params(axis="y", labelsize=7)
     ax.legend(fontsize=7, loc="lower right")
     _save(fig, path)
-    plt.close(fig)
 
 
 def load_report(path):

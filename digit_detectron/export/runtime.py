@@ -143,7 +143,8 @@ def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
 class ExportedModel:
     """An exported model (``.onnx`` with onnxruntime, ``.ts`` with torch) and its metadata."""
 
-    def __init__(self, path, threads=None):
+    def __init__(self, path, threads=None, device="cpu"):
+        """``device``: "cpu", or "cuda" to run an ONNX model on onnxruntime's CUDA provider where it is installed."""
         self.path = path
         self.meta = load_metadata(path)
         if not os.path.isfile(path):
@@ -155,7 +156,10 @@ class ExportedModel:
             if threads:
                 options.intra_op_num_threads = int(threads)
             try:
-                self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+                providers = ["CPUExecutionProvider"]
+                if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
+                    providers.insert(0, "CUDAExecutionProvider")
+                self._session = ort.InferenceSession(path, options, providers=providers)
             except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
                 raise RuntimeModelError(f"{path}: not a loadable ONNX model ({_one_line(e)})") from None
             self._input = self._session.get_inputs()[0].name

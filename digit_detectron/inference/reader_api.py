@@ -26,6 +26,7 @@ from ..data.image_io import ImageReadError, read_image
 from ..evaluation.drawing import draw_panel, save_png
 from ..export.runtime import ExportedModel, RuntimeModelError
 from ..modeling.number_reader import NumberReader, digits_to_number
+from ..utils.device import resolve_device
 from ..utils.pixels import pil_to_rgb
 from .predictor import DigitPredictor, list_input_images
 
@@ -101,7 +102,7 @@ class DigitReader:
         self.exported = None
         if model.endswith(EXPORTED_SUFFIXES):
             try:
-                self.exported = ExportedModel(model)
+                self.exported = ExportedModel(model, device=resolve_device(device))
             except RuntimeModelError as e:
                 raise BundleError(str(e)) from None
             r = self.exported.meta["reader"]

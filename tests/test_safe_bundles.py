@@ -1,0 +1,58 @@
+"""Model files load with torch.load(weights_only=True): a bundle loads, a pickle with a payload is refused."""
+
+import os
+
+import pytest
+import torch
+
+from digit_detectron import DigitReader, get_digit_cfg
+from digit_detectron.checkpoint import DigitCheckpointer
+from digit_detectron.checkpoint.bundle import BundleError, read_bundle_config, write_bundle
+from digit_detectron.checkpoint.digit_checkpointer import CheckpointError
+from digit_detectron.config import get_model_cfg
+
+from conftest import REPO_ROOT, save_random_checkpoint, tiny_model_opts
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
+
+
+class Payload:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    weights = save_random_checkpoint(tmp_path, CONFIG)
+    return write_bundle(str(tmp_path / "bundle.pth"), weights, get_digit_cfg(CONFIG, tiny_model_opts(tmp_path)))
+
+
+def test_a_bundle_is_tensors_and_plain_values(bundle):
+    data = torch.load(bundle, map_location="cpu", weights_only=True)
+    assert isinstance(data["digit_detectron"]["config"], str)  # the config rides as YAML text
+    assert "READER" in read_bundle_config(bundle)
+    assert DigitReader(bundle, device="cpu").number_reader.score_threshs == (0.6,)
+
+
+def test_a_pickle_with_a_payload_is_refused_unless_trusted(bundle, tmp_path, monkeypatch):
+    marker = tmp_path / "payload_ran"
+    data = torch.load(bundle, map_location="cpu", weights_only=True)
+    data["extra"] = Payload(marker)
+    evil = tmp_path / "evil.pth"
+    torch.save(data, evil)
+    monkeypatch.delenv("DIGITS_TRUST_PICKLE", raising=False)
+    for load in (read_bundle_config, lambda p: DigitReader(p, device="cpu"), lambda p: get_model_cfg(None, (), p)):
+        with pytest.raises(BundleError, match=f"{evil}: holds pickled Python objects .* DIGITS_TRUST_PICKLE=1"):
+            load(str(evil))
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(CheckpointError, match="refused"):
+        DigitCheckpointer(model).load(str(evil))
+    assert not marker.exists()  # nothing ran
+    monkeypatch.setenv("DIGITS_TRUST_PICKLE", "1")  # the documented opt-in for a trusted old file
+    assert "READER" in read_bundle_config(str(evil))
+    assert marker.exists()
