@@ -122,13 +122,18 @@ def tiny_model_opts(output_dir):
     ]
 
 
+# Module-scoped fixtures that train a model or run the command: every test using one is slow too, so that
+# ``make test-fast`` (-m "not slow") never builds them.
+SLOW_FIXTURES = {"trained", "hw2_route", "installed", "exported"}
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` run only where torch sees a CUDA device."""
+    """Tests using a slow fixture are marked ``slow``; tests marked ``gpu`` run only where torch sees CUDA."""
     import torch
 
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs CUDA (torch sees no GPU here)")
+    skip = None if torch.cuda.is_available() else pytest.mark.skip(reason="needs CUDA (torch sees no GPU here)")
     for item in items:
-        if "gpu" in item.keywords:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if skip is not None and "gpu" in item.keywords:
             item.add_marker(skip)

@@ -42,6 +42,7 @@ def _write_metrics(path, aps):
             )
 
 
+@pytest.mark.slow
 def test_summary_table_and_figure(tmp_path):
     _write_metrics(tmp_path / "a.json", [10.0, 30.0, 25.0])
     _write_metrics(tmp_path / "b.json", [12.0, 20.0])
@@ -59,6 +60,7 @@ def test_summary_table_and_figure(tmp_path):
     assert np.asarray(img.convert("L")).std() > 5
 
 
+@pytest.mark.slow
 def test_cost_columns_from_step_times_speed_and_config(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -117,6 +119,7 @@ def test_bad_experiments_file_names_file_and_problem(tmp_path, text, problem):
     assert str(e.value).startswith(path)
 
 
+@pytest.mark.slow
 def test_run_experiments_trains_tabulates_and_keeps_finished_runs(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 2, 1))
     opts = tiny_model_opts("unused")[2:] + [
@@ -161,6 +164,7 @@ def _ablate_loss_cmd(out, *args):
             "--output", str(out), *args]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_ablate_loss_keeps_finished_runs_and_tabulates_them(tmp_path):
     out = tmp_path / "ablation"
     for loss_type, aps in (("none", [10.0, 20.0]), ("diou", [11.0, 22.0])):
@@ -219,6 +223,7 @@ def test_seed_statistics_and_differences_on_known_values(tmp_path):
     assert Image.open(png).size[0] > 600
 
 
+@pytest.mark.slow
 def test_ablate_loss_over_seeds_reuses_runs_and_evaluations(tmp_path):
     """Finished runs and written evaluations are reused (nothing trains); the seed table comes from them."""
     out = tmp_path / "ablation"

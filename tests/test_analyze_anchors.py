@@ -164,6 +164,7 @@ def _write_json(path):
     return path
 
 
+@pytest.mark.slow
 def test_cli_writes_json_report(tmp_path):
     json_file = _write_json(tmp_path / "boxes.json")
     out = tmp_path / "report" / "anchor_analysis.json"
@@ -198,6 +199,7 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert "Non-existent key: INPUT.NO_SUCH_KEY" in str(exit_info.value)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(SVHN_GEOMETRY), reason="needs ../shared/svhn_geometry/train.json")
 def test_real_svhn_boxes_need_a_small_input_scale():
     """

@@ -86,6 +86,7 @@ def images(tmp_path_factory):
 # --- the wrong ones ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_an_image_over_the_pixel_limit_is_a_counted_skip_in_predict_and_an_error_in_check(images, checkpoint, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -115,6 +116,7 @@ def test_an_image_over_the_pixel_limit_is_a_counted_skip_in_predict_and_an_error
     assert any(f.kind == "image-too-large" and f.path.endswith("1.png") for f in report.errors)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights, problem", [("five_classes.pth", "of another shape"), ("empty.pth", "missing")])
 def test_inference_refuses_a_checkpoint_that_does_not_fit(checkpoint, images, tmp_path, weights, problem):
     proc = predict(images, tmp_path / "out", checkpoint / weights)
@@ -122,6 +124,7 @@ def test_inference_refuses_a_checkpoint_that_does_not_fit(checkpoint, images, tm
     assert not (tmp_path / "out" / "pred.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_only_refuses_a_checkpoint_that_does_not_fit(checkpoint, tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(2, 2, 0))
     proc = tool(
@@ -131,6 +134,7 @@ def test_eval_only_refuses_a_checkpoint_that_does_not_fit(checkpoint, tmp_path):
     assert_one_error_line(proc, "five_classes.pth", "does not fit", "roi_heads.box_predictor")
 
 
+@pytest.mark.slow
 def test_weights_of_another_depth_are_refused_by_the_converter(tmp_path):
     import torchvision
 
@@ -151,11 +155,13 @@ def test_weights_of_another_depth_are_refused_by_the_converter(tmp_path):
         (["SOLVER.BASE_LR", "fast"], "Type mismatch"),
     ],
 )
+@pytest.mark.slow
 def test_bad_config_values_end_in_one_line_naming_the_key(images, tmp_path, opts, key):
     proc = tool("predict", "--config-file", CONFIG, "--input", images, "--output", tmp_path / "out", *opts)
     assert_one_error_line(proc, key)
 
 
+@pytest.mark.slow
 def test_a_second_training_into_the_same_output_dir_is_refused_and_a_dead_lock_is_taken_over(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 0))
     out = tmp_path / "out"
@@ -186,6 +192,7 @@ def test_lock_is_exclusive_within_a_process(tmp_path):
     assert not (tmp_path / LOCK_NAME).exists()
 
 
+@pytest.mark.slow
 def test_non_finite_svhn_boxes_are_counted_drops(tmp_path):
     entries = {
         "1.png": (40, 20, [(5, 2, 8, 15, 1), (float("nan"), 3, 9, 15, 10)]),
@@ -209,12 +216,14 @@ def test_non_finite_svhn_boxes_are_counted_drops(tmp_path):
     "config, problem",
     [("missing.yaml", "missing.yaml: config file not found"), ("broken.yaml", "broken.yaml:")],
 )
+@pytest.mark.slow
 def test_missing_or_malformed_config_file(tmp_path, images, config, problem):
     (tmp_path / "broken.yaml").write_text("MODEL: [unclosed\n")
     proc = tool("predict", "--config-file", tmp_path / config, "--input", images, "--output", tmp_path / "out")
     assert_one_error_line(proc, problem)
 
 
+@pytest.mark.slow
 def test_debug_flag_shows_the_traceback(tmp_path, images):
     proc = tool(
         "predict", "--config-file", tmp_path / "missing.yaml", "--input", images, "--output", tmp_path, "--debug"
@@ -235,6 +244,7 @@ def test_errors_of_workers_and_child_processes_become_their_last_line():
     assert error_message(KeyError("Non-existent key: A.B")) == "Non-existent key: A.B"
 
 
+@pytest.mark.slow
 def test_images_missing_on_disk_or_a_broken_valid_json_fail_before_the_first_iteration(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 2, 0))
     os.remove(os.path.join(root, "train", "2.png"))
@@ -261,6 +271,7 @@ def test_check_dataset_fails_a_split_without_annotations(tmp_path):
     assert any(f.kind == "no-annotations" and f.path.endswith("train.json") for f in report.errors)
 
 
+@pytest.mark.slow
 def test_predict_checks_its_output_folder_before_inference(checkpoint, images, tmp_path):
     target = tmp_path / "a_file"
     target.write_text("not a folder")
@@ -271,6 +282,7 @@ def test_predict_checks_its_output_folder_before_inference(checkpoint, images, t
     assert target.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_prediction_pair_is_vouched_for_and_stale_temporaries_are_cleaned(checkpoint, images, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -321,6 +333,7 @@ def test_a_pkl_tensor_that_name_matching_cannot_load_is_an_error(tmp_path):
         DigitCheckpointer(build_model(cfg)).load(str(tmp_path / "w.pkl"))
 
 
+@pytest.mark.slow
 def test_disk_full_while_writing_predictions_names_the_file_and_keeps_the_old_pair(checkpoint, images, tmp_path):
     out = tmp_path / "out"
     assert predict(images, out, checkpoint / "good.pth").returncode == 0
@@ -340,6 +353,7 @@ def test_disk_full_while_writing_predictions_names_the_file_and_keeps_the_old_pa
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
+@pytest.mark.slow
 def test_training_stops_before_the_first_iteration_on_an_image_over_the_pixel_limit(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(3, 1, 0))
     big = os.path.join(root, "train", "2.png")
@@ -351,6 +365,7 @@ def test_training_stops_before_the_first_iteration_on_an_image_over_the_pixel_li
     assert "Starting training" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_unknown_key_in_a_config_file_names_the_file_and_key(tmp_path, images):
     config = tmp_path / "typo.yaml"
     config.write_text(f'_BASE_: "{CONFIG}"\nDIGITS:\n  READER:\n    SCORE_THRESH: 0.5\n')

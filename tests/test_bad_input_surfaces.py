@@ -100,6 +100,7 @@ def truncated_png(source, path):
 # --- every input route gives the same pixels -------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_pil_image_reads_the_pixels_and_number_of_its_file(bundle, tmp_path):
     reader = DigitReader(bundle, device="cpu")
     png = sixteen_bit_png(tmp_path / "x_16bit.png")
@@ -184,6 +185,7 @@ def test_equal_scores_on_one_digit_keep_the_same_class_in_both_readers():
 # --- the read command -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_read_draws_one_file_per_image_when_stems_repeat(bundle, digits, tmp_path):
     for folder in ("a", "b"):
         os.makedirs(tmp_path / folder)
@@ -199,6 +201,7 @@ def test_read_draws_one_file_per_image_when_stems_repeat(bundle, digits, tmp_pat
     assert Image.open(out / "501_read.png").size != Image.open(out / "501_read-2.png").size  # two images kept
 
 
+@pytest.mark.slow
 def test_read_goes_on_past_an_unreadable_file_as_folder_mode_does(bundle, digits, tmp_path):
     bad = truncated_png(os.path.join(digits, "1.png"), tmp_path / "corrupt.png")
     good = os.path.join(digits, "2.png")
@@ -221,6 +224,7 @@ def test_read_goes_on_past_an_unreadable_file_as_folder_mode_does(bundle, digits
     assert whole.stdout.splitlines()[0].startswith(f"{folder / '2.png'}: {number} ")  # 2.png reads the same
 
 
+@pytest.mark.slow
 def test_read_names_a_missing_input_before_loading_the_model(tmp_path):
     proc = command("read", tmp_path / "nope.png", "--weights", tmp_path / "no_model.pth")
     assert_one_error_line(proc, f"{tmp_path / 'nope.png'}: no such image or folder")
@@ -244,6 +248,7 @@ def test_device_auto_picks_what_this_machine_has_and_a_bad_device_names_the_key(
         get_digit_cfg(CONFIG, ["MODEL.DEVICE", "tpu"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the fallback is for machines without a GPU")
 def test_predict_with_a_bundle_made_on_a_gpu_runs_on_the_cpu(tmp_path, digits):
     weights = save_random_checkpoint(tmp_path, CONFIG)
@@ -268,6 +273,7 @@ def exported(bundle, digits, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_runtime_reads_on_past_a_truncated_image_and_names_it(exported, digits, tmp_path):
     good = os.path.join(digits, "1.png")
     bad = truncated_png(good, tmp_path / "truncated.png")
@@ -283,6 +289,7 @@ def test_runtime_reads_on_past_a_truncated_image_and_names_it(exported, digits, 
     assert last_line(proc.stderr) == "1 of 2 image(s) unreadable"
 
 
+@pytest.mark.slow
 def test_runtime_and_api_name_a_missing_metadata_file_or_a_corrupt_model(exported, digits, tmp_path):
     good = os.path.join(digits, "1.png")
     lone = tmp_path / "lone"
@@ -326,6 +333,7 @@ def test_stale_temporaries_are_those_of_dead_writers_only(tmp_path):
         sleeper.wait()
 
 
+@pytest.mark.slow
 def test_a_second_predict_into_a_busy_folder_stops_and_leaves_the_first_runs_files(bundle, digits, tmp_path):
     out = tmp_path / "pred"
     first = tool("predict", "--weights", bundle, "--input", digits, "--output", out, "--device", "cpu")
@@ -379,6 +387,7 @@ def test_a_malformed_train_json_is_one_line_naming_file_and_entry(tmp_path, dama
     assert any(problem in f.message and f.path == path for f in report.findings), report.findings
 
 
+@pytest.mark.slow
 def test_train_net_on_a_malformed_json_ends_in_one_line(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(2, 1, 0))
     path = broken_json(root, lambda d: {**d, "annotations": [{**d["annotations"][0], "bbox": None}]})
@@ -392,6 +401,7 @@ def test_train_net_on_a_malformed_json_ends_in_one_line(tmp_path):
 # --- the older tools ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, flag", [(["--max-rungs", "0"], "--max-rungs"), (["--batch-size", "0"], "--batch-size")])
 def test_tune_reader_refuses_zero_rungs_or_batch_before_running(tmp_path, args, flag):
     proc = tool("tune_reader", "--weights", tmp_path / "model.pth", *args)
@@ -399,6 +409,7 @@ def test_tune_reader_refuses_zero_rungs_or_batch_before_running(tmp_path, args, 
     assert f"argument {flag}: must be a whole number >= 1, got '0'" in last_line(proc.stderr)
 
 
+@pytest.mark.slow
 def test_resume_into_a_folder_without_checkpoints_warns(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(2, 1, 0))
     out = tmp_path / "never_trained"

@@ -63,6 +63,7 @@ def check_timing(result, batch_size, timed):
     assert MACHINE_FIELDS <= set(result) and result["torch"] == torch.__version__
 
 
+@pytest.mark.slow
 def test_benchmark_train_and_inference(root, tmp_path):
     register_digits(root, "benchtest")
     cfg = tiny_cfg(tmp_path)
@@ -124,6 +125,7 @@ def run_tool(*args):
     return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=REPO_ROOT)
 
 
+@pytest.mark.slow
 def test_benchmark_tool_prints_table_and_writes_json(root, tmp_path):
     out = tmp_path / "bench" / "benchmark_inference.json"
     proc = run_tool(
@@ -156,6 +158,7 @@ def test_benchmark_tool_prints_table_and_writes_json(root, tmp_path):
     assert result["config"] == CONFIG and result["opts"][-2:] == ["MODEL.WEIGHTS", ""]
 
 
+@pytest.mark.slow
 def test_benchmark_tool_missing_dataset_is_a_clear_error(tmp_path):
     proc = run_tool(
         BENCHMARK, "--config-file", CONFIG, "--dataset-root", str(tmp_path / "nowhere"), "MODEL.WEIGHTS", ""
@@ -186,6 +189,7 @@ def test_iou_term(baseline):
     assert baseline.iou_term([{"boxes": torch.zeros(0, 4)}], [target]).item() == 1.0
 
 
+@pytest.mark.slow
 def test_reference_train_step_adds_an_eval_forward(root, baseline):
     torch.manual_seed(0)
     model = baseline.build_reference_model(min_size=32, max_size=64)
@@ -209,6 +213,7 @@ def test_reference_train_step_adds_an_eval_forward(root, baseline):
     assert not torch.equal(before, model.rpn.head.cls_logits.weight)
 
 
+@pytest.mark.slow
 def test_compare_runs_both_sides_and_prints_the_ratio(root, tmp_path):
     out = tmp_path / "cmp"
     proc = run_tool(

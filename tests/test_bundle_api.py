@@ -85,6 +85,7 @@ def trained(tmp_path_factory):
     return {"root": root, "bundle": str(out / "model_final.pth"), "opts": opts, "tmp": tmp}
 
 
+@pytest.mark.slow
 def test_training_ends_with_the_report_of_its_model(trained):
     folder = os.path.join(os.path.dirname(trained["bundle"]), "report", "digits_valid")
     report = json.loads(open(os.path.join(folder, "report.json")).read())
@@ -115,6 +116,7 @@ def test_bundle_config_reads_without_loading_the_weights_and_from_legacy_files(t
         torch.load(legacy, map_location="cpu", weights_only=False, mmap=True)
 
 
+@pytest.mark.slow
 def test_bundle_predicts_what_config_plus_weights_predicts(cli, trained, tmp_path):
     images = os.path.join(trained["root"], "test")
     cli("predict", "--weights", trained["bundle"], "--input", images, "--output", tmp_path / "bundle")
@@ -154,6 +156,7 @@ def test_plain_and_broken_model_files_are_clear_errors(cli, trained, tmp_path):
     assert read_bundle_config(str(tmp_path / "b" / "plain.pth"))
 
 
+@pytest.mark.slow
 def test_tuned_thresholds_ride_in_the_bundle(cli, trained, tmp_path):
     bundle = tmp_path / "model.pth"
     shutil.copy(trained["bundle"], bundle)
@@ -167,6 +170,7 @@ def test_tuned_thresholds_ride_in_the_bundle(cli, trained, tmp_path):
     assert get_model_cfg(weights=str(bundle)).DIGITS.READER.MAX_DIGITS == 4
 
 
+@pytest.mark.slow
 def test_api_reads_paths_arrays_pil_and_batches(trained, tmp_path):
     reader = DigitReader(trained["bundle"])
     files = sorted(os.path.join(trained["root"], "test", f) for f in os.listdir(os.path.join(trained["root"], "test")))
@@ -203,6 +207,7 @@ def test_api_reads_paths_arrays_pil_and_batches(trained, tmp_path):
         reader(np.zeros((10, 10, 3), np.float32))
 
 
+@pytest.mark.slow
 def test_command_lists_and_helps_every_subcommand(cli):
     out = cli("--help")
     for name in ("read", "train", "eval", "predict", "tune", "visualize", "benchmark", "check", "export", "demo"):
@@ -216,6 +221,7 @@ def test_command_lists_and_helps_every_subcommand(cli):
         assert "subcommands" in subprocess.run([script, "--help"], capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow
 def test_command_real_runs(cli, trained, tmp_path):
     root, bundle = trained["root"], trained["bundle"]
     image = os.path.join(root, "test", sorted(os.listdir(os.path.join(root, "test")))[0])
@@ -244,6 +250,7 @@ def test_command_real_runs(cli, trained, tmp_path):
     assert "images_per_s" in out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt, graph", [("torchscript", "model.ts"), ("onnx", "model.onnx")])
 def test_export_matches_pytorch_and_runs_without_detectron2(cli, trained, tmp_path, fmt, graph):
     pytest.importorskip("onnxruntime") if fmt == "onnx" else None

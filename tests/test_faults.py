@@ -76,6 +76,7 @@ def _taller_than_json(path):
     [(_truncate, "0"), (_taller_than_json, "1")],  # in the main process / in a DataLoader worker
     ids=["corrupt", "size-mismatch"],
 )
+@pytest.mark.slow
 def test_bad_train_image_stops_training_naming_the_file(tmp_path, damage, workers):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 1))
     bad = os.path.join(root, "train", "3.png")
@@ -93,6 +94,7 @@ def test_bad_train_image_stops_training_naming_the_file(tmp_path, damage, worker
 # A non-finite loss.
 
 
+@pytest.mark.slow
 def test_non_finite_loss_names_iteration_and_term_and_keeps_last_checkpoint(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 1))
     out = tmp_path / "out"
@@ -137,6 +139,7 @@ def test_non_finite_loss_names_iteration_and_term_and_keeps_last_checkpoint(tmp_
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_exploding_weights_are_reported_at_their_iteration(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 1))
     register_digits(root, prefix="faults_lr")
@@ -205,6 +208,7 @@ def uninterrupted_schedule(opts):
     return lrs, lambdas
 
 
+@pytest.mark.slow
 def test_sigkilled_training_resumes_on_the_same_schedule(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 1))
     out = tmp_path / "out"
@@ -270,6 +274,7 @@ def test_exception_while_writing_keeps_the_old_file(tmp_path):
     assert path.read_text() == '{"old": true}' and os.listdir(tmp_path) == ["pred.json"]
 
 
+@pytest.mark.slow
 def test_sigkilled_writer_keeps_the_old_file(tmp_path):
     path = tmp_path / "pred.json"
     path.write_text('{"old": true}')

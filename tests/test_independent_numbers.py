@@ -134,6 +134,7 @@ def test_fonts_of_the_generator_and_fonts_without_digits_are_refused(tmp_path):
         ind.load_fonts([str(tmp_path / "notes.txt")])
 
 
+@pytest.mark.slow
 def test_command_line_writes_the_split_and_names_a_missing_font(tmp_path):
     geometry = write_geometry(tmp_path / "geometry.json")
     env = dict(os.environ, PYTHONPATH=REPO_ROOT)

@@ -114,6 +114,7 @@ def test_bad_input_is_a_clear_error():
         NumberReader(max_digits=0)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not os.path.isfile(SVHN_GEOMETRY), reason="needs ../shared/svhn_geometry/train.json")
 def test_reading_order_matches_svhn_digit_order():
     """SVHN stores a number's digits in reading order; the rule must agree on nearly every image."""

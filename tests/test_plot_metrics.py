@@ -120,6 +120,7 @@ def test_resumed_run_keeps_the_last_values(metrics_json):
     assert iters_per_epoch_from(metrics) == pytest.approx(IPE)
 
 
+@pytest.mark.slow
 def test_plot_metrics_writes_every_plot(metrics_json, tmp_path):
     out = tmp_path / "plots"
     pngs = plot_metrics(str(metrics_json), str(out))
@@ -163,6 +164,7 @@ def test_unusable_file_is_a_clear_error(tmp_path, content, problem):
     assert not (tmp_path / "plots").exists() or not os.listdir(tmp_path / "plots")
 
 
+@pytest.mark.slow
 def test_cli_on_an_output_dir(metrics_json, capsys):
     tool = load_tool("plot_metrics")
     out_dir = os.path.dirname(metrics_json)

@@ -77,6 +77,7 @@ def read_csv(path):
     return rows[0], [(int(i), int(label)) for i, label in rows[1:]]
 
 
+@pytest.mark.slow
 def test_predict_tool_writes_pred_json_and_csv(checkpoint, images, tmp_path):
     out = tmp_path / "pred"
     proc = subprocess.run(
@@ -129,6 +130,7 @@ def test_predict_tool_writes_pred_json_and_csv(checkpoint, images, tmp_path):
     assert all(0 <= labels[i] < 10**6 for i in READABLE)  # reader at 0.0, at most MAX_DIGITS = 6
 
 
+@pytest.mark.slow
 def test_non_integer_file_stem_is_a_clear_error(images, tmp_path):
     folder = tmp_path / "named"
     folder.mkdir()
@@ -156,6 +158,7 @@ def test_non_integer_file_stem_is_a_clear_error(images, tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+@pytest.mark.slow
 def test_id_map_names_the_images(checkpoint, images, tmp_path):
     tool = load_tool()
     folder = tmp_path / "named"
@@ -202,6 +205,7 @@ def test_test_mode_keeps_only_confident_boxes(checkpoint, images, tmp_path):
     assert scores and all(s >= 0.7 for s in scores)
 
 
+@pytest.mark.slow
 def test_predictor_score_threshold_and_original_pixels(checkpoint, images, tmp_path):
     cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["MODEL.WEIGHTS", checkpoint])
     assert DigitPredictor(cfg).model.roi_heads.box_predictor.test_score_thresh == 0.05  # pred.json's

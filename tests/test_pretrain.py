@@ -42,6 +42,7 @@ def test_crops_hold_digits_and_background(digit_root):
     assert (centre[labels != BACKGROUND] > 150).mean() > 0.9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [CONFIG, R50_WARMSTART, MOBILENET])
 def test_pretrained_checkpoint_fills_every_backbone_parameter(config, digit_root, tmp_path):
     register_digits(digit_root, "pt")
@@ -62,6 +63,7 @@ def test_pretrained_checkpoint_fills_every_backbone_parameter(config, digit_root
     assert any(k.endswith("running_mean") and saved[k].abs().sum() > 0 for k in saved)
 
 
+@pytest.mark.slow
 def test_maybe_pretrain_caches_the_warm_start(digit_root, tmp_path):
     register_digits(digit_root, "cache")
     opts = tiny_model_opts(tmp_path) + [

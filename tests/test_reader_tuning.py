@@ -109,6 +109,7 @@ def test_pred_json_threshold_by_measured_ap(box_dataset):
         best_pred_json_thresh([(0.5, math.nan)])
 
 
+@pytest.mark.slow
 def test_tune_reader_tool_writes_a_mergeable_snippet(tmp_path, capsys):
     root = write_digit_dataset(tmp_path / "digits", counts=(1, 3, 1))
     register_digits(root, "tune")

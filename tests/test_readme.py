@@ -83,6 +83,7 @@ def hw2_route(tmp_path_factory):
     return tmp, env, outputs
 
 
+@pytest.mark.slow
 def test_the_hw2_route_runs_as_printed_and_writes_the_submission(hw2_route):
     tmp, _, outputs = hw2_route
     assert set(outputs) == {"check", "train", "tune", "predict"}
@@ -94,6 +95,7 @@ def test_the_hw2_route_runs_as_printed_and_writes_the_submission(hw2_route):
     assert (tmp / "submission" / "pred.json").read_text().startswith("[")
 
 
+@pytest.mark.slow
 def test_the_readme_reading_and_export_commands_run_on_the_trained_model(hw2_route):
     tmp, env, _ = hw2_route
     text = readme()

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from digit_detectron.data.synthetic.generate import generate_dataset
 
 from conftest import GEOMETRY, REPO_ROOT
@@ -17,6 +19,7 @@ CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
 
+@pytest.mark.slow
 def test_short_recipe_run_improves_out_of_style_ap_over_its_first_evaluation(tmp_path):
     root = str(tmp_path / "digits")
     # train: in-style; valid: out-of-style (fonts, colours, backgrounds, blurs never trained on).

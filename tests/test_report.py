@@ -92,6 +92,7 @@ def test_pr_curves_equal_pycocotools():
     assert any(0 < ours[k]["ap"] < 1 for k in range(10))  # the data is not trivially perfect
 
 
+@pytest.mark.slow
 def test_report_files_and_headline(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(2, 6, 1))
     register_digits(str(root), "report")
@@ -136,6 +137,7 @@ def test_report_files_and_headline(tmp_path):
     assert "wrong digit" in text and "accuracy" in text and text.count("tiny") >= 2
 
 
+@pytest.mark.slow
 def test_report_shows_accuracy_by_glyph_source_of_synthetic_data(tmp_path):
     from digit_detectron.data.synthetic.generate import generate_dataset
 

@@ -182,6 +182,7 @@ def _step_losses_and_grads(cfg, batch, state):
     return model, {k: float(v.detach()) for k, v in losses.items()}, grads
 
 
+@pytest.mark.slow
 def test_a_training_step_through_the_sparse_pass_matches_torchvision(digit_root, tmp_path):
     register_digits(digit_root, "ra")
     opts = [*tiny_model_opts(tmp_path), "DATASETS.TRAIN", "('ra_train',)"]

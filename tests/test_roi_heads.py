@@ -268,6 +268,7 @@ def test_bad_iou_loss_config_names_the_key(key, value):
         build_heads(f"MODEL.ROI_BOX_HEAD.IOU_LOSS.{key}", value)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loss_type", ["diou", "ciou"])
 def test_iou_config_trains_a_full_model(loss_type):
     config = os.path.join(REPO_ROOT, "configs", f"faster_rcnn_R_50_FPN_digits_{loss_type}.yaml")

@@ -152,6 +152,7 @@ def _predictor(checkpoint, out, *opts):
     return DigitPredictor(cfg)
 
 
+@pytest.mark.slow
 def test_aspect_order_keeps_each_files_instances(random_checkpoint, tmp_path):
     """
     Equal-size images (the same padding in any batch): reordering and re-batching give each file the
@@ -195,6 +196,7 @@ def test_bf16_backbone_features_within_tolerance_and_weights_untouched(tmp_path)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("setting", ["on", "off"])
 def test_bf16_training_runs_the_backbone_in_bf16_and_its_weights_learn(tmp_path, setting):
     root = write_digit_dataset(tmp_path / "digits", counts=(4, 1, 1))
@@ -255,6 +257,7 @@ def test_test_time_sampling_ratio_is_applied_and_close(tmp_path):
     assert (fast - reference).norm() / reference.norm() < 0.10
 
 
+@pytest.mark.slow
 def test_fused_adamw_is_the_default_and_takes_the_loops_step(tmp_path):
     cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path))
     assert cfg.SOLVER.ADAMW_FUSED  # the default
@@ -278,3 +281,10 @@ def test_fused_adamw_is_the_default_and_takes_the_loops_step(tmp_path):
     assert len(moved) > len(params[True]) // 2
     for k in params[True]:
         torch.testing.assert_close(params[True][k], params[False][k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_digits_bf16_off_turns_bf16_off_whatever_the_config_says(monkeypatch):
+    monkeypatch.setenv("DIGITS_BF16", "off")
+    assert not use_backbone_bf16("on", "cpu") and not use_backbone_bf16("auto", "cpu")
+    monkeypatch.setenv("DIGITS_BF16", "")
+    assert use_backbone_bf16("on", "cpu")

@@ -205,6 +205,7 @@ def test_non_hdf5_mat_file(tmp_path):
         convert_svhn(str(tmp_path / "svhn"), str(tmp_path / "out"))
 
 
+@pytest.mark.slow
 def test_cli(svhn_dir, tmp_path):
     out = tmp_path / "digits"
     cmd = [sys.executable, os.path.join(REPO, "datasets", "prepare_svhn.py"), str(svhn_dir), str(out)]

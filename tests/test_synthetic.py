@@ -74,6 +74,7 @@ def _files(root):
     return out
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_any_workers(dataset, tmp_path):
     root, summary = dataset
     again = str(tmp_path / "again")
@@ -86,6 +87,7 @@ def test_same_seed_same_bytes_any_workers(dataset, tmp_path):
     assert summary["splits"]["train"]["images"] == COUNTS[0] and summary["images_per_s"] > 0
 
 
+@pytest.mark.slow
 def test_different_seed_different_data(dataset, tmp_path):
     root, _ = dataset
     other = str(tmp_path / "other")
@@ -137,6 +139,7 @@ def test_json_loads_with_both_loaders(dataset):
             assert [x["category_id"] for x in a["annotations"]] == [x["category_id"] for x in b["annotations"]]
 
 
+@pytest.mark.slow
 def test_files_match_the_rendered_samples(dataset, glyphs):
     """The written PNG and json boxes are exactly what render_sample drew (so the mask checks below hold)."""
     root, summary = dataset
@@ -179,6 +182,7 @@ def assert_boxes_hold_visible_ink(samples):
     return contrasts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("geometry", [GEOMETRY, PARAMETRIC])
 @pytest.mark.parametrize("style", [IN_STYLE, OUT_OF_STYLE], ids=lambda s: s.name)
 def test_boxes_hold_visible_ink(banks, geometry, style):
@@ -236,6 +240,7 @@ def _covered_neighbours(glyphs, style, n=150):
     return overlapping_boxes, covered
 
 
+@pytest.mark.slow
 def test_neighbouring_digits_do_not_cover_each_other(glyphs):
     """Real layouts whose boxes overlap: far fewer neighbours show one digit's ink over the other's."""
     assert IN_STYLE.glyphs_apart and OUT_OF_STYLE.glyphs_apart
@@ -336,6 +341,7 @@ def test_extrusion_grows_the_masks_that_it_paints():
     assert painted.any() and (grown[0][painted] > 0).all()  # nothing painted outside the grown mask
 
 
+@pytest.mark.slow
 def test_style_split_is_disjoint_and_recorded_in_the_json(tmp_path):
     assert overlap(IN_STYLE, OUT_OF_STYLE) == {
         "glyph_sources": [], "palette": [], "textures": [], "blurs": [], "photos": [], "hue_range": [],
@@ -366,6 +372,7 @@ def test_style_split_is_disjoint_and_recorded_in_the_json(tmp_path):
     assert dataset_style("absent_valid") is None  # registered, not on disk: no style, no error
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(GEOMETRY == PARAMETRIC, reason="needs ../shared/svhn_geometry/train.json")
 def test_ones_are_boxed_like_the_annotators_box_them(glyphs):
     """Real "1" boxes (h/w median 2.71, others ~2) keep their shape, and many a "1"'s ink is narrower than its box."""
@@ -424,6 +431,7 @@ def test_geometry_file_sizes_and_layouts(tmp_path):
     assert seen == {(90, 40): [[20, 8, 12, 25]], (60, 30): [[18, 5, 10, 20], [30, 5, 9, 20]]}
 
 
+@pytest.mark.slow
 def test_parametric_layouts_without_a_geometry_file(tmp_path, glyphs):
     sampler = build_layout_sampler(None)
     assert sampler.source == PARAMETRIC
@@ -467,6 +475,7 @@ def test_clear_errors(tmp_path, dataset):
         generate_dataset(str(tmp_path / "new"), -1, 1, 1)
 
 
+@pytest.mark.slow
 def test_overwrite_replaces_every_split(tmp_path):
     root = str(tmp_path / "digits")
     generate_dataset(root, 4, 2, 2, seed=0, geometry=PARAMETRIC)
@@ -486,6 +495,7 @@ def load_prepare_tool():
     return tool
 
 
+@pytest.mark.slow
 def test_prepare_synthetic_cli(tmp_path, capsys):
     tool = load_prepare_tool()
     root, grid = tmp_path / "digits", tmp_path / "grid.png"
@@ -547,6 +557,7 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     assert demo.synthetic_data_made(str(hw2)) is None
 
 
+@pytest.mark.slow
 def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_training(tmp_path):
     """A finished demo training is reused only under the train.json, config and opts it was made with;
     otherwise it is moved aside (not deleted) and the demo trains again."""
@@ -598,6 +609,7 @@ def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_tra
     assert demo.prepare_train_dir(train_dir, new_sig) is not None
 
 
+@pytest.mark.slow
 def test_demo_trains_in_two_processes_on_two_cores_and_names_a_bad_count(tmp_path):
     demo = load_demo_tool()
     assert [demo.training_processes("auto", cores) for cores in (1, 2, 16)] == [1, 2, 2]
@@ -629,6 +641,7 @@ def test_demo_names_the_weakest_glyph_sources():
     assert line == "ttf:cmti10.ttf 56% of 25, dotmatrix 60% of 20"
 
 
+@pytest.mark.slow
 def test_fonts_of_a_folder_join_the_training_fonts_except_held_out_families_and_non_digits(tmp_path, capsys):
     import shutil
 

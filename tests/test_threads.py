@@ -82,6 +82,7 @@ def _python(code, **env_changes):
     return done
 
 
+@pytest.mark.slow
 def test_importing_the_package_sets_the_wait_policy_before_torch_loads():
     code = "import os, digit_detectron, torch; print(os.environ.get('OMP_WAIT_POLICY'))"
     assert _python(code).stdout.strip() == "PASSIVE"
@@ -91,6 +92,7 @@ def test_importing_the_package_sets_the_wait_policy_before_torch_loads():
     assert _python(late).stdout.strip() == "None"
 
 
+@pytest.mark.slow
 def test_every_tool_applies_the_policy_once_and_honours_threads():
     tool = os.path.join(REPO_ROOT, "tools", "plot_metrics.py")
     done = subprocess.run(

@@ -33,6 +33,7 @@ def test_stages_have_resnet_names_and_strides(arch):
         assert feature.shape == (2, shapes[name].channels, 64 // shapes[name].stride, 96 // shapes[name].stride)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [MOBILENET, REGNET])
 def test_detector_trains_with_the_registered_backbone(config, digit_root, tmp_path):
     register_digits(digit_root, "tvb")

@@ -58,6 +58,7 @@ def trained(tmp_path_factory):
     return root, out, log
 
 
+@pytest.mark.slow
 def test_train_evaluates_every_epoch_and_keeps_best(trained):
     root, out, log = trained
     assert "Schedule: 2 iterations/epoch, MAX_ITER 8" in log
@@ -76,6 +77,7 @@ def test_train_evaluates_every_epoch_and_keeps_best(trained):
     assert "model_0000001.pth" in files  # once per epoch
 
 
+@pytest.mark.slow
 def test_eval_only_prints_coco_table(trained):
     root, out, _ = trained
     # Score threshold 0: an 8-iteration model's class scores sit near 1/11 and can all fall under the
@@ -96,6 +98,7 @@ def test_eval_only_prints_coco_table(trained):
     assert "Start inference on 1 batches" in log
 
 
+@pytest.mark.slow
 def test_eval_only_reports_unless_no_report(trained):
     root, out, _ = trained
     weights = ("MODEL.WEIGHTS", str(out / "model_final.pth"), "DIGITS.REPORT", "True")
@@ -113,6 +116,7 @@ def test_eval_only_reports_unless_no_report(trained):
     assert report["accuracy"] * 100 == pytest.approx(results["number"]["accuracy"])
 
 
+@pytest.mark.slow
 def test_resume_continues_at_saved_iteration(trained, tmp_path):
     root, out, _ = trained
     resumed = tmp_path / "resumed"
@@ -138,6 +142,7 @@ def test_resume_continues_at_saved_iteration(trained, tmp_path):
     assert min(iterations) >= 4 and max(iterations) == 7
 
 
+@pytest.mark.slow
 def test_two_process_cpu_training(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(8, 2, 1))
     out = tmp_path / "ddp"

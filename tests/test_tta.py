@@ -50,6 +50,7 @@ def test_weighted_box_fusion_averages_what_the_runs_agree_on():
         merge_detections([run_a], "mean", 0.5)
 
 
+@pytest.mark.slow
 def test_one_scale_one_model_is_the_model_and_more_scales_run(tmp_path):
     torch.manual_seed(0)
     cfg = get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["DIGITS.INFERENCE.BACKBONE_BF16", "off"])

@@ -114,6 +114,7 @@ def has_color(pixels, color):
     return bool((pixels == np.asarray(color, np.uint8)).all(axis=-1).any())
 
 
+@pytest.mark.slow
 def test_pred_files_wrong_numbers_are_framed_red(dataset, tmp_path):
     records = {r["image_id"]: r for r in DatasetCatalog.get("vis_valid")}
     wrong = set(sorted(records)[::3])
@@ -194,6 +195,7 @@ def test_bad_prediction_files_name_the_file(dataset, tmp_path, name, content, pr
     assert str(tmp_path / "run" / name) in str(info.value) and problem in str(info.value)
 
 
+@pytest.mark.slow
 def test_random_init_checkpoint_on_a_folder(dataset, tmp_path):
     """A model run on an unlabelled folder with one corrupt file: grey frames, one panel, the bad file skipped."""
     opts = tiny_model_opts(tmp_path)

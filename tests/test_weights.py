@@ -154,6 +154,7 @@ def detector_features(torchvision_detector, detectron2_detector):
     return tv, [d2[f] for f in ("p2", "p3", "p4", "p5", "p6")]
 
 
+@pytest.mark.slow
 def test_converted_detector_fills_every_parameter(converted_detector, detectron2_detector):
     path, printed = converted_detector
     _, model = detectron2_detector
@@ -233,6 +234,7 @@ def test_box_head_scores_and_deltas_equal(torchvision_detector, detectron2_detec
     assert roi_heads.box_predictor.box2box_transform.weights == tv_heads.box_coder.weights
 
 
+@pytest.mark.slow
 def test_v2_digit_config_loads_the_coco_detector(converted_detector):
     """As shipped (10 digits, 4 digit anchors per location): only the output layers start afresh."""
     path, _ = converted_detector
@@ -293,6 +295,7 @@ def resnet_pair(tmp_path_factory):
     return resnet, model, converted
 
 
+@pytest.mark.slow
 def test_resnet_conversion_fills_the_backbone(resnet_pair):
     _, model, converted = resnet_pair
     assert converted["matching_heuristics"] is True and converted["__author__"] == "torchvision"
@@ -446,6 +449,7 @@ DigitCheckpointer(model, sys.argv[1], optimizer=optimizer).save("model_final")
 """
 
 
+@pytest.mark.slow
 def test_save_killed_midway_leaves_the_previous_checkpoint(tmp_path):
     torch.manual_seed(0)
     model = nn.Linear(256, 256)

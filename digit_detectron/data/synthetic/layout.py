@@ -1,7 +1,7 @@
 """
 Image sizes and digit-box layouts for synthetic house numbers: drawn from a COCO file of real SVHN
 box geometry (``datasets/prepare_synthetic.py`` passes ``../shared/svhn_geometry/train.json`` when it
-is there), or from a parametric model of its statistics.
+is there), or from compact statistics of its framing that ship with the package (``ParametricSampler``).
 """
 
 import json
@@ -70,33 +70,124 @@ class SVHNGeometrySampler:
         return Layout(int(w), int(h), self.boxes[span].copy(), digits)
 
 
+# The shipped statistics of the real SVHN train framing (``fit_layout_stats`` of the geometry file; rebuilt
+# with ``python datasets/fit_layout_stats.py GEOMETRY.json``): quantile tables, no boxes.
+LAYOUT_STATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "svhn_layout_stats.json")
+QUANTILES = np.linspace(0.0, 1.0, 41)  # the levels of every table (every 2.5%)
+
+
+def _number_extent(boxes):
+    """(x0, y0, x1, y1) of the union of XYWH ``boxes``."""
+    return boxes[:, 0].min(), boxes[:, 1].min(), (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
+
+
+def framing_table(sampler_or_layouts):
+    """
+    Per image of a ``SVHNGeometrySampler`` (or a list of Layouts): a dict of arrays of the framing
+    quantities: digit count ``k``, image ``height`` and ``aspect`` (w / h), the number's share of the
+    image ``share_w`` / ``share_h``, its centre ``cx`` / ``cy`` (fractions of the image), and ``box_aspect``
+    (h / w of each digit box, all boxes).
+    """
+    if isinstance(sampler_or_layouts, SVHNGeometrySampler):
+        g = sampler_or_layouts
+        layouts = [Layout(int(w), int(h), g.boxes[st : st + k]) for (w, h), st, k in zip(g.sizes, g.starts, g.counts)]
+    else:
+        layouts = sampler_or_layouts
+    rows, box_aspect = [], []
+    for lay in layouts:
+        x0, y0, x1, y1 = _number_extent(np.asarray(lay.boxes, float))
+        rows.append(
+            (len(lay.boxes), lay.height, lay.width / lay.height, (x1 - x0) / lay.width, (y1 - y0) / lay.height,
+             (x0 + x1) / 2 / lay.width, (y0 + y1) / 2 / lay.height)
+        )  # fmt: skip
+        box_aspect.extend(np.asarray(lay.boxes, float)[:, 3] / np.asarray(lay.boxes, float)[:, 2])
+    table = dict(zip(("k", "height", "aspect", "share_w", "share_h", "cx", "cy"), np.asarray(rows, float).T))
+    table["box_aspect"] = np.asarray(box_aspect)
+    return table
+
+
+def fit_layout_stats(geometry_file):
+    """
+    The compact statistics ``ParametricSampler`` draws from, fitted to a COCO geometry file: digit-count
+    frequencies and, at the levels QUANTILES, the quantiles of the image height, the number's height share,
+    the number's width share and the image aspect for each digit count (1..4; 5 draws from 4's), the
+    number's centre and the digit boxes' aspect h / w. A dict of plain lists (the JSON that ships).
+    """
+    t = framing_table(SVHNGeometrySampler(geometry_file))
+
+    def q(values):
+        return [round(float(v), 5) for v in np.quantile(values, QUANTILES)]
+
+    k = t["k"].astype(int)
+    return {
+        "source": "SVHN format-1 train box geometry (sizes and boxes only)",
+        "images": int(len(k)),
+        "digit_count": [int((k == n).sum()) for n in range(1, MAX_DIGITS + 1)],
+        "quantile_levels": [round(float(v), 5) for v in QUANTILES],
+        "height": q(t["height"]),
+        "share_h": q(t["share_h"]),
+        "share_w_by_count": [q(t["share_w"][k == n]) for n in range(1, 5)],
+        "aspect_by_count": [q(t["aspect"][k == n]) for n in range(1, 5)],
+        "cx": q(t["cx"]),
+        "cy": q(t["cy"]),
+        "box_aspect": q(t["box_aspect"]),
+    }
+
+
 class ParametricSampler:
     """
-    SVHN-like layouts without the geometry file, from the train split's statistics
-    (``svhn_geometry/STATS.md``): digit counts, image height, box height / image height, box
-    aspect h/w, spacing.
+    SVHN-like layouts without the geometry file, drawn from the shipped statistics of the real train
+    framing (``LAYOUT_STATS``, fitted by ``fit_layout_stats``): digit count; image height; the number's
+    height share; the image's aspect and the number's width share (both by digit count); the number's
+    centre; each digit box's aspect (then scaled in width with the gaps so that the number spans its
+    share). Each quantity is drawn from its quantile table (linear between levels); digits of one number
+    share a height, stand on one line and are spaced by 0-15% of it.
     """
 
     source = PARAMETRIC
-    DIGIT_COUNT_P = np.array([5137, 18130, 8691, 1434, 9], dtype=np.float64)
+
+    def __init__(self, stats_file=LAYOUT_STATS):
+        with open(stats_file) as f:
+            stats = json.load(f)
+        self.levels = np.asarray(stats["quantile_levels"], float)
+        self.count_p = np.asarray(stats["digit_count"], float) / sum(stats["digit_count"])
+        self.tables = {key: np.asarray(stats[key], float) for key in ("height", "share_h", "cx", "cy", "box_aspect")}
+        self.share_w = [np.asarray(t, float) for t in stats["share_w_by_count"]]
+        self.aspect = [np.asarray(t, float) for t in stats["aspect_by_count"]]
+
+    def _draw(self, rng, table, size=None):
+        return np.interp(rng.uniform(size=size), self.levels, table)
 
     def __call__(self, rng):
-        k = int(rng.choice(MAX_DIGITS, p=self.DIGIT_COUNT_P / self.DIGIT_COUNT_P.sum())) + 1
-        # Log-normal fits of the percentiles: image height p5/p50/p95 = 20/47/130 px,
-        # box aspect h/w 1.40/2.07/3.56, box h / image h 0.33/0.66/0.86.
-        img_h = float(np.clip(47 * np.exp(0.57 * rng.standard_normal()), 12, 500))
-        box_h = img_h * float(np.clip(rng.normal(0.63, 0.16), 0.25, 0.95))
-        if box_h < 10:  # real boxes are >= 9 px tall (p1 12 px)
-            img_h, box_h = img_h * 10 / box_h, 10.0
-        heights = box_h * rng.uniform(0.95, 1.05, size=k)
-        widths = heights / np.clip(2.07 * np.exp(0.28 * rng.standard_normal(k)), 1.1, 5.0)
-        gaps = box_h * rng.uniform(0.0, 0.15, size=k)
-        gaps[0] = 0
-        x0 = np.cumsum(gaps + np.concatenate([[0], widths[:-1]]))
-        group_w = x0[-1] + widths[-1]
-        img_w = max(group_w * rng.uniform(1.15, 2.6), 0.8 * img_h)
-        left = rng.uniform(0.1, 0.9) * (img_w - group_w)
-        top = rng.uniform(0.15, 0.85) * (img_h - box_h)
+        k = int(rng.choice(MAX_DIGITS, p=self.count_p)) + 1
+        img_h = float(self._draw(rng, self.tables["height"]))
+        number_h = img_h * min(float(self._draw(rng, self.tables["share_h"])), 0.98)  # real boxes may overshoot
+        if number_h < 10:  # real boxes are >= 9 px tall
+            img_h, number_h = img_h * 10 / number_h, 10.0
+        box_h = number_h / 1.04
+        heights = box_h * rng.uniform(0.96, 1.04, size=k)
+        # Digits are drawn at random into these boxes: no box narrower than most non-"1" digits (h / w <= 3).
+        widths = heights / np.minimum(self._draw(rng, self.tables["box_aspect"], size=k), 3.0)
+        # The image's aspect and the number's width share as the real ones for this digit count: the space
+        # between the digits makes up the difference (real neighbours' boxes overlap often; up to 45% of
+        # the narrower box here).
+        share = float(self._draw(rng, self.share_w[min(k, 4) - 1]))
+        if k == 1:
+            img_w = widths[0] / share
+            x0 = np.zeros(1)
+        else:
+            img_w = img_h * float(self._draw(rng, self.aspect[min(k, 4) - 1]))
+            target = share * img_w
+            floor = -0.45 * widths.min() * (k - 1)
+            total_gap = target - widths.sum()
+            total_gap = max(total_gap, floor)  # the number then spans a little more than its share
+            gaps = total_gap * rng.dirichlet(np.ones(k - 1))
+            x0 = np.concatenate([[0.0], np.cumsum(widths[:-1] + gaps)])
+        group_w = float(max(x0 + widths) - min(x0.min(), 0))
+        img_w = max(img_w, group_w + 2)
+        cx, cy = (float(self._draw(rng, self.tables[key])) for key in ("cx", "cy"))
+        left = float(np.clip(cx * img_w - group_w / 2, 0, img_w - group_w))
+        top = float(np.clip(cy * img_h - box_h / 2, 0, img_h - box_h))
         y0 = np.clip(top + (box_h - heights) / 2 + rng.normal(0, 0.02 * box_h, size=k), 0, img_h - heights)
         boxes = np.stack([left + x0, y0, widths, heights], axis=1)
         return Layout(int(np.ceil(img_w)), int(np.ceil(img_h)), boxes)
