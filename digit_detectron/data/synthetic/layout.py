@@ -139,9 +139,10 @@ class ParametricSampler:
     SVHN-like layouts without the geometry file, drawn from the shipped statistics of the real train
     framing (``LAYOUT_STATS``, fitted by ``fit_layout_stats``): digit count; image height; the number's
     height share; the image's aspect and the number's width share (both by digit count); the number's
-    centre; each digit box's aspect (then scaled in width with the gaps so that the number spans its
-    share). Each quantity is drawn from its quantile table (linear between levels); digits of one number
-    share a height, stand on one line and are spaced by 0-15% of it.
+    centre; each digit box's aspect. Each quantity is drawn from its quantile table (linear between
+    levels). Digits of one number share a height and stand on one line; the gaps between them make the
+    number span its share of the width, with neighbours overlapping by at most a fifth of the narrower
+    box (real boxes overlap more), so the digits are narrowed where needed (to h / w 3.2 at most).
     """
 
     source = PARAMETRIC
@@ -169,8 +170,8 @@ class ParametricSampler:
         # Digits are drawn at random into these boxes: no box narrower than most non-"1" digits (h / w <= 3).
         widths = heights / np.minimum(self._draw(rng, self.tables["box_aspect"], size=k), 3.0)
         # The image's aspect and the number's width share as the real ones for this digit count: the space
-        # between the digits makes up the difference (real neighbours' boxes overlap often; up to 45% of
-        # the narrower box here).
+        # between the digits makes up the difference (real neighbours' boxes overlap often; here by at most
+        # a fifth of the narrower box, so that no digit hides another).
         share = float(self._draw(rng, self.share_w[min(k, 4) - 1]))
         if k == 1:
             img_w = widths[0] / share
@@ -178,10 +179,12 @@ class ParametricSampler:
         else:
             img_w = img_h * float(self._draw(rng, self.aspect[min(k, 4) - 1]))
             target = share * img_w
-            floor = -0.45 * widths.min() * (k - 1)
-            total_gap = target - widths.sum()
-            total_gap = max(total_gap, floor)  # the number then spans a little more than its share
-            gaps = total_gap * rng.dirichlet(np.ones(k - 1))
+            floor = -0.2 * widths.min()  # each gap: neighbours overlap by at most a fifth of the narrower
+            room = target - floor * (k - 1)
+            if widths.sum() > room:  # narrower digits, down to h / w = 3.2; past that the number spans more
+                widths = np.maximum(widths * room / widths.sum(), heights / 3.2)
+            spare = max(room - widths.sum(), 0.0)
+            gaps = floor + spare * rng.dirichlet(np.ones(k - 1))
             x0 = np.concatenate([[0.0], np.cumsum(widths[:-1] + gaps)])
         group_w = float(max(x0 + widths) - min(x0.min(), 0))
         img_w = max(img_w, group_w + 2)
