@@ -9,7 +9,8 @@ Layers, lowest first; each imports only those below it (``tools/check_layers.py`
 saving, bundles, weight conversion) < ``config`` < ``evaluation`` (evaluators, the report, drawings) <
 ``engine`` (trainer, hooks, schedule, pre-training, plots) < ``export`` (TorchScript / ONNX, the
 runtime) < ``inference`` (predictor, ``DigitReader``, reader tuning, submission files) < ``analysis``
-(anchors, benchmarks, experiments, visualisation). ``command.py`` and this file may import any layer.
+(anchors, benchmarks, experiments, visualisation) < ``tools`` (the subcommands' logic). ``command.py``
+and this file may import any layer.
 
 Importing it also sets ``OMP_WAIT_POLICY=PASSIVE`` when neither that nor ``GOMP_SPINCOUNT`` is set
 and torch is not imported yet (``utils/threads.py``; ``DIGITS_THREAD_POLICY=torch`` turns it off).
