@@ -2,9 +2,12 @@
 """
 Generate the synthetic SVHN-like house-number dataset (the embedded default data) in the NYCU HW2
 layout: ROOT/{train,valid,test}/<id>.png, ROOT/train.json, ROOT/valid.json, plus the labelled
-ROOT/valid_instyle/ and ROOT/test_ood/. train and valid_instyle are rendered in-style; valid, test and
-test_ood out-of-style (fonts, colours, backgrounds and blurs training never sees; see
-digit_detectron/data/synthetic/styles.py and each json's "info").
+ROOT/valid_instyle/, ROOT/test_ood/, ROOT/test_wide/ and ROOT/free/. train and valid_instyle are rendered
+in-style; valid, test, test_ood, test_wide and free out-of-style (fonts, colours, backgrounds and blurs training never sees; see
+digit_detectron/data/synthetic/styles.py and each json's "info"). test_wide is framed as the real SVHN
+test images (wider, the number a smaller share of the width); free shows walls without any digit in that
+framing (the share of them on which a number is read); a tenth of train is digit-free walls and a quarter
+is framed as the test images.
 
     python datasets/prepare_synthetic.py datasets/digits --train 5000 --valid 500 --test 500 --seed 0
     python datasets/prepare_synthetic.py datasets/digits_myfonts --fonts /usr/share/fonts   # + the machine's fonts
@@ -34,6 +37,8 @@ def get_parser():
     parser.add_argument("--test", type=int, default=500, help="number of test images (unlabelled)")
     parser.add_argument("--valid-instyle", type=int, help="number of in-style valid images (default: --valid)")
     parser.add_argument("--test-ood", type=int, help="number of labelled out-of-style test images (default: --valid)")
+    parser.add_argument("--test-wide", type=int, default=0, help="labelled out-of-style images in the test framing")
+    parser.add_argument("--free", type=int, default=0, help="digit-free out-of-style images in the test framing")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--geometry",
@@ -81,6 +86,8 @@ def main(argv=None):
         num_valid_instyle=args.valid if args.valid_instyle is None else args.valid_instyle,
         num_test_ood=args.valid if args.test_ood is None else args.test_ood,
         fonts=fonts,
+        num_test_wide=args.test_wide,
+        num_free=args.free,
     )
     print(f"layouts from: {summary['geometry']}")
     for split, info in summary["splits"].items():

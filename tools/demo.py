@@ -38,7 +38,7 @@ import subprocess
 import sys
 import time
 
-from digit_detectron.data.synthetic.generate import LABELLED
+from digit_detectron.data.synthetic.generate import DIGIT_FREE_SHARE, LABELLED, SPLIT_FRAMING
 from digit_detectron.data.synthetic.styles import SPLIT_STYLES, split_styles, training_fonts
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
@@ -56,7 +56,14 @@ def run(cmd, env):
 
 
 # The splits the best checkpoint is evaluated on, with the style each is rendered in.
-EVAL_SPLITS = {"digits_valid": "out-of-style", "digits_valid_instyle": "in-style", "digits_test_ood": "out-of-style"}
+EVAL_SPLITS = {
+    "digits_valid": "out-of-style",
+    "digits_valid_instyle": "in-style",
+    "digits_test_ood": "out-of-style",
+    "digits_test_wide": "ood, test frame",
+    "digits_free": "ood, no digit",
+}
+DIGIT_FREE_SPLIT = "digits_free"
 
 
 def get_parser():
@@ -74,6 +81,10 @@ def get_parser():
         "+-0.9 points at 2,000 images, +-1.9 at 400)",
     )
     parser.add_argument("--test", type=int, default=400)
+    parser.add_argument(
+        "--test-wide", type=int, default=1000, help="images of test_wide (out-of-style, framed as the real test images)"
+    )
+    parser.add_argument("--free", type=int, default=500, help="images of free (out-of-style walls with no digit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--fonts",
@@ -119,9 +130,14 @@ def synthetic_data_made(root, styles=None):
     current, test_ood = True, 0
     for split in LABELLED:
         data = train if split == "train" else _generator_json(os.path.join(root, f"{split}.json"))
-        if data is not None:
-            current &= data["info"]["style"] == styles[split].info()
-            test_ood = len(data.get("images", [])) if split == "test_ood" else test_ood
+        if data is None:
+            current &= split == "valid_instyle" or split == "test_ood"  # today's generator writes the others
+            continue
+        info = data["info"]
+        current &= info["style"] == styles[split].info()
+        current &= info.get("test_framing_share") == SPLIT_FRAMING.get(split, 0.0)
+        current &= info.get("digit_free_share") == DIGIT_FREE_SHARE.get(split, 0.0)
+        test_ood = len(data.get("images", [])) if split == "test_ood" else test_ood
     return len(train.get("images", [])), test_ood, train["info"].get("seed"), current
 
 
@@ -219,6 +235,7 @@ def main(argv=None):
         present = False
     if not present:
         sizes = f"--train {args.train} --valid {args.valid} --test {args.test} --test-ood {args.test_ood}"
+        sizes += f" --test-wide {args.test_wide} --free {args.free}"
         sizes += f" --seed {args.seed} --workers 2"
         grid = os.path.join(out, "synthetic_samples.png")
         font_args = [a for folder in args.fonts for a in ("--fonts", folder)]
@@ -279,6 +296,12 @@ def main(argv=None):
     print("Best checkpoint with the reader thresholds tune_reader wrote into it, both chosen on digits_valid")
     print("(out-of-style); digits_test_ood chose nothing:")
     print(summary_table(results))
+    free = results.get(DIGIT_FREE_SPLIT, {}).get("number", {})
+    if "accuracy" in free:
+        print(
+            f"{DIGIT_FREE_SPLIT}: a number was read on {100 - free['accuracy']:.1f}% of "
+            f"{free['num_images']:.0f} walls without any digit (its accuracy column: read as no number)"
+        )
     for name in EVAL_SPLITS:
         folder = os.path.join(eval_dir, "report", name)
         if os.path.isfile(os.path.join(folder, "report.json")):

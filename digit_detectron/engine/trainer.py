@@ -129,11 +129,16 @@ class DigitTrainer(DefaultTrainer):
         """COCO AP (+ AR), number accuracy and images/s; with ``report_dir``, also the report of the
         dataset into ``report_dir/<dataset>/`` (``ReportEvaluator``), from the same inference pass."""
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference", dataset_name)
-        evaluators = [
-            COCOEvaluatorWithRecall(dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False),
-            NumberAccuracyEvaluator(dataset_name, cfg),
-            InferenceSpeedEvaluator(),
-        ]
+        evaluators = [NumberAccuracyEvaluator(dataset_name, cfg), InferenceSpeedEvaluator()]
+        if any(record.get("annotations") for record in DatasetCatalog.get(dataset_name)):
+            # COCO AP needs boxes to find: a digit-free split (e.g. digits_free) has number accuracy only,
+            # the share of its images read as "no number" (-1).
+            evaluators.insert(
+                0,
+                COCOEvaluatorWithRecall(
+                    dataset_name, tasks=("bbox",), output_dir=output_folder, allow_cached_coco=False
+                ),
+            )
         if report_dir:
             reader = NumberReader.from_config(cfg)
             evaluators.append(ReportEvaluator(dataset_name, reader, os.path.join(report_dir, dataset_name)))

@@ -6,6 +6,8 @@ Synthetic SVHN-like house-number datasets in the NYCU HW2 layout (the embedded d
     ROOT/test/1.png ...           (no json, like HW2)       out-of-style
     ROOT/valid_instyle/1.png ...  ROOT/valid_instyle.json   in-style (optional)
     ROOT/test_ood/1.png ...       ROOT/test_ood.json        out-of-style, never used to choose (optional)
+    ROOT/test_wide/1.png ...      ROOT/test_wide.json       out-of-style, framed as the real test images (optional)
+    ROOT/free/1.png ...           ROOT/free.json            out-of-style, test framing, no digit at all (optional)
 
 Each json image entry also names the glyph source its digits were drawn from (``glyph_source``), so
 that the evaluation report can show accuracy per font.
@@ -14,6 +16,12 @@ The styles are the two disjoint sides of ``styles``' split, recorded in each jso
 sizes and box layouts (and the digits, when the geometry file labels them) come from real SVHN
 geometry (``layout``); each image is drawn from its own seed ``(seed, split, image id)``, so a dataset
 is byte-identical for a seed whatever the number of worker processes.
+
+Framing and hard negatives (``SPLIT_FRAMING``, ``DIGIT_FREE_SHARE``): a share of the train images is
+framed as the real test images (wider, the number a smaller part of it; ``layout.TestFramingSampler``)
+and a share shows a wall with no digit at all (``render_sample(digit_free=True)``: no boxes; the
+loader keeps them, ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` False). ``test_wide`` is framed as the test
+images; ``free`` is all digit-free walls in that framing, to count the numbers read where there is none.
 """
 
 import functools
@@ -31,13 +39,17 @@ from ...utils.io import atomic_open, atomic_write_json
 from ..datasets import DIGIT_CLASSES, DatasetError, load_digits_json
 from ..image_io import read_image
 from .glyphs import GlyphBank
-from .layout import build_layout_sampler
+from .layout import TestFramingSampler, build_layout_sampler
 from .render import render_sample
 from .styles import split_styles
 
 # In this order: a split's index is part of its images' seeds.
-SPLITS = ("train", "valid", "test", "valid_instyle", "test_ood")
-LABELLED = ("train", "valid", "valid_instyle", "test_ood")
+SPLITS = ("train", "valid", "test", "valid_instyle", "test_ood", "test_wide", "free")
+LABELLED = ("train", "valid", "valid_instyle", "test_ood", "test_wide", "free")
+# Share of each split's images framed as the real test images (the rest: the layout source's train framing).
+SPLIT_FRAMING = {"train": 0.25, "test_wide": 1.0, "free": 1.0}
+# Share of each split's images that show no digit (hard negatives for training; all of "free").
+DIGIT_FREE_SHARE = {"train": 0.1, "free": 1.0}
 CATEGORIES = [{"id": d + 1, "name": name} for d, name in enumerate(DIGIT_CLASSES)]
 
 
@@ -50,6 +62,7 @@ class SampleRenderer:
 
     def __init__(self, layout_sampler, seed, glyph_banks=None, styles=None):
         self.layout_sampler, self.seed = layout_sampler, seed
+        self.test_framing = TestFramingSampler(layout_sampler)
         self.glyph_banks = dict(glyph_banks or {})
         self.styles = styles or split_styles()
 
@@ -61,7 +74,11 @@ class SampleRenderer:
     def __call__(self, split, image_id):
         style = self.styles[split]
         rng = np.random.default_rng([self.seed, SPLITS.index(split), image_id])
-        return render_sample(rng, self.layout_sampler(rng), self.glyphs(style), style)
+        # Framing and digit-free draws from their own stream: a split without them renders as before.
+        choice = np.random.default_rng([self.seed, SPLITS.index(split), image_id, 1]).random(2)
+        sampler = self.test_framing if choice[0] < SPLIT_FRAMING.get(split, 0.0) else self.layout_sampler
+        digit_free = bool(choice[1] < DIGIT_FREE_SHARE.get(split, 0.0))
+        return render_sample(rng, sampler(rng), self.glyphs(style), style, digit_free=digit_free)
 
 
 def _write_png(path, image_rgb):
@@ -114,7 +131,13 @@ def _coco_json(records, split, seed, style):
                     "iscrowd": 0,
                 }
             )
-    info = {"description": f"synthetic house numbers, split {split}", "seed": seed, "style": style.info()}
+    info = {
+        "description": f"synthetic house numbers, split {split}",
+        "seed": seed,
+        "style": style.info(),
+        "test_framing_share": SPLIT_FRAMING.get(split, 0.0),
+        "digit_free_share": DIGIT_FREE_SHARE.get(split, 0.0),
+    }
     return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
 
 
@@ -131,11 +154,13 @@ def generate_dataset(
     num_valid_instyle=0,
     num_test_ood=0,
     fonts=(),
+    num_test_wide=0,
+    num_free=0,
 ):
     """
     Write a synthetic dataset under ``root`` and return a summary dict (counts, styles, geometry
     source, wall-clock images/s, worker start-up included). ``valid_instyle`` and ``test_ood`` are
-    written only when asked for. ``geometry``: see ``layout.build_layout_sampler``. ``fonts``: font
+    written only when asked for, and so are ``test_wide`` and ``free``. ``geometry``: see ``layout.build_layout_sampler``. ``fonts``: font
     files added to the in-style glyph sources (``styles.split_styles``; recorded in the jsons).
     Existing split folders or jsons are an error unless ``overwrite``. Everything is written into a
     hidden staging folder under ``root`` and moved into place at the end, so an interrupted run leaves
@@ -147,6 +172,8 @@ def generate_dataset(
         "test": num_test,
         "valid_instyle": num_valid_instyle,
         "test_ood": num_test_ood,
+        "test_wide": num_test_wide,
+        "free": num_free,
     }
     for split, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:

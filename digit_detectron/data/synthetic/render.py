@@ -42,8 +42,13 @@ def _scheme(style):
     return _SCHEMES[style.name]
 
 
-def render_sample(rng, layout, glyphs, style):
-    """Draw ``layout`` (``layout.Layout``) with ``glyphs`` (a GlyphBank of the style's sources) in ``style``."""
+def render_sample(rng, layout, glyphs, style, digit_free=False):
+    """
+    Draw ``layout`` (``layout.Layout``) with ``glyphs`` (a GlyphBank of the style's sources) in ``style``.
+    ``digit_free``: the same wall, plate, lines and lighting, but no digit of the number is drawn (a hard
+    negative: the layout only places the empty plate); stray strokes, a digit cut by the image edge and
+    letters are drawn more often, and the sample has no boxes.
+    """
     scheme = _scheme(style)
     W, H = layout.width, layout.height
     s = min(float(np.clip(RENDER_HEIGHT / H, 1.25, 3.0)), MAX_RENDER_SIDE / max(W, H))
@@ -100,6 +105,9 @@ def render_sample(rng, layout, glyphs, style):
         _draw_cut_digit(rng, font, weight, rects, extent, clutter, cw)
     if rng.random() < 0.2:
         _draw_letter(rng, extent, unit, clutter)
+    if digit_free:
+        masks, digits = [], digits[:0]
+        _draw_digit_free_clutter(rng, font, weight, rects, extent, unit, clutter)
     fill = _union(masks + [clutter])
     effect = rng.random()
     if effect < 0.1:  # an outline in another colour around the strokes
@@ -116,6 +124,8 @@ def render_sample(rng, layout, glyphs, style):
     image = cv2.resize(image, (W, H), interpolation=cv2.INTER_AREA)
     final_masks = (
         np.stack([cv2.resize(m, (W, H), interpolation=cv2.INTER_AREA) for m in masks]).astype(np.float32) / 255
+        if masks
+        else np.zeros((0, H, W), np.float32)
     )
     image = _camera_effects(rng, image, style.blurs)
     labels = [_label_box(box, affine, mask, cw / W, ch / H) for box, mask in zip(boxes, final_masks)]
@@ -398,6 +408,31 @@ def _draw_cut_digit(rng, font, weight, rects, extent, canvas, cw):
             return
         x = cw - visible
     _warp_into(src, _rect_matrix(src, (x, rects[i, 1], w, h))[:2], canvas)
+
+
+def _draw_digit_free_clutter(rng, font, weight, rects, extent, unit, canvas):
+    """
+    What a digit-free wall shows in ink instead of a number: stray strokes (short bars, arcs, a dash) where
+    the number would be, sometimes a digit cut by the image edge or a letter beside the empty spot.
+    """
+    ch, cw = canvas.shape
+    for _ in range(int(rng.integers(0, 4))):
+        x, y = rng.uniform(extent[0], extent[2]), rng.uniform(extent[1], extent[3])
+        length = unit * rng.uniform(0.2, 0.9)
+        thickness = max(1, int(round(unit * rng.uniform(0.05, 0.14))))
+        if rng.random() < 0.6:
+            # not near vertical: a vertical bar is how a plain "1" is drawn
+            angle = rng.uniform(-0.9, 0.9) % np.pi
+            dx, dy = np.cos(angle) * length / 2, np.sin(angle) * length / 2
+            cv2.line(canvas, (int(x - dx), int(y - dy)), (int(x + dx), int(y + dy)), 255, thickness, cv2.LINE_AA)
+        else:
+            axes = (max(1, int(length / 2)), max(1, int(length / 2 * rng.uniform(0.5, 1.0))))
+            start = rng.uniform(0, 360)
+            cv2.ellipse(canvas, (int(x), int(y)), axes, 0, start, start + rng.uniform(60, 200), 255, thickness)
+    if rng.random() < 0.3:
+        _draw_cut_digit(rng, font, weight, rects, extent, canvas, cw)
+    if rng.random() < 0.3:
+        _draw_letter(rng, extent, unit, canvas)
 
 
 def _draw_letter(rng, extent, unit, canvas):

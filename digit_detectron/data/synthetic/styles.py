@@ -109,6 +109,8 @@ SPLIT_STYLES = {
     "valid_instyle": IN_STYLE,
     "test": OUT_OF_STYLE,
     "test_ood": OUT_OF_STYLE,
+    "test_wide": OUT_OF_STYLE,
+    "free": OUT_OF_STYLE,
 }
 
 
