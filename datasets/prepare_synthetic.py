@@ -2,12 +2,12 @@
 """
 Generate the synthetic SVHN-like house-number dataset (the embedded default data) in the NYCU HW2
 layout: ROOT/{train,valid,test}/<id>.png, ROOT/train.json, ROOT/valid.json, plus the labelled
-ROOT/valid_instyle/, ROOT/test_ood/, ROOT/test_wide/ and ROOT/free/. train and valid_instyle are rendered
-in-style; valid, test, test_ood, test_wide and free out-of-style (fonts, colours, backgrounds and blurs training never sees; see
-digit_detectron/data/synthetic/styles.py and each json's "info"). test_wide is framed as the real SVHN
-test images (wider, the number a smaller share of the width); free shows walls without any digit in that
-framing (the share of them on which a number is read); a tenth of train is digit-free walls and a quarter
-is framed as the test images.
+ROOT/valid_instyle/, ROOT/test_ood/, ROOT/test_wide/ and ROOT/free/. train and valid_instyle are
+rendered in-style; valid, test, test_ood, test_wide and free out-of-style (fonts, colours, backgrounds
+and blurs training never sees; see digit_detectron/data/synthetic/styles.py and each json's "info").
+test_wide is framed as the real SVHN test images (wider, the number a smaller share of the width); free
+shows walls without any digit in that framing (the share of them on which a number is read); a tenth of
+train is digit-free walls and a quarter is framed as the test images.
 
     python datasets/prepare_synthetic.py datasets/digits --train 5000 --valid 500 --test 500 --seed 0
     python datasets/prepare_synthetic.py datasets/digits_myfonts --fonts /usr/share/fonts   # + the machine's fonts

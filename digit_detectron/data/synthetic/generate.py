@@ -160,7 +160,8 @@ def generate_dataset(
     """
     Write a synthetic dataset under ``root`` and return a summary dict (counts, styles, geometry
     source, wall-clock images/s, worker start-up included). ``valid_instyle`` and ``test_ood`` are
-    written only when asked for, and so are ``test_wide`` and ``free``. ``geometry``: see ``layout.build_layout_sampler``. ``fonts``: font
+    written only when asked for,
+    and so are ``test_wide`` and ``free``. ``geometry``: see ``layout.build_layout_sampler``. ``fonts``: font
     files added to the in-style glyph sources (``styles.split_styles``; recorded in the jsons).
     Existing split folders or jsons are an error unless ``overwrite``. Everything is written into a
     hidden staging folder under ``root`` and moved into place at the end, so an interrupted run leaves
