@@ -20,13 +20,34 @@ from .utils.threads import prepare_openmp
 
 prepare_openmp()  # before anything below imports torch
 
-from . import modeling  # only registration
-from .config import add_digit_config, apply_test_mode, get_digit_cfg
-from .data import register_digits
-from .data.datasets import default_dataset_root
-from .inference.reader_api import Digit, DigitReader, ReadResult
+# detectron2 has no PyPI wheel: ``digit-detectron setup-detectron2`` installs it. Without it the package
+# still imports (so that command can run), and each name below raises an ImportError that says so.
+DETECTRON2_MISSING = (
+    "detectron2 is not installed in this Python environment: run `digit-detectron setup-detectron2` "
+    "(or `python -m digit_detectron.tools.setup_detectron2`) to install it"
+)
+try:
+    import detectron2  # noqa: F401
+except ModuleNotFoundError as e:
+    if e.name != "detectron2":
+        raise
+    HAS_DETECTRON2 = False
+else:
+    HAS_DETECTRON2 = True
+    from . import modeling  # only registration
+    from .config import add_digit_config, apply_test_mode, get_digit_cfg
+    from .data import register_digits
+    from .data.datasets import default_dataset_root
+    from .inference.reader_api import Digit, DigitReader, ReadResult
 
-register_digits(default_dataset_root())
+    register_digits(default_dataset_root())
+
+
+def __getattr__(name):
+    if not HAS_DETECTRON2 and name in __all__:
+        raise ImportError(f"digit_detectron.{name}: {DETECTRON2_MISSING}")
+    raise AttributeError(f"module 'digit_detectron' has no attribute {name!r}")
+
 
 __all__ = [
     "Digit",

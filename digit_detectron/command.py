@@ -18,9 +18,12 @@ import os
 import runpy
 import sys
 
-from .data.image_io import ImageReadError
-from .inference.reader_api import DigitReader, ReadResult
+from . import DETECTRON2_MISSING, HAS_DETECTRON2
 from .utils.cli import argument_parser, run_tool
+
+if HAS_DETECTRON2:
+    from .data.image_io import ImageReadError
+    from .inference.reader_api import DigitReader, ReadResult
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -37,6 +40,7 @@ TOOLS = {
     "export": ("export_model", [], "export a model to TorchScript or ONNX"),
     "bundle": ("make_bundle", [], "embed a config into a plain checkpoint (a bundle)"),
     "demo": (None, [], "the whole job on the embedded synthetic data (in the source checkout)"),
+    "setup-detectron2": ("setup_detectron2", [], "install detectron2 (pure Python) into this environment"),
 }
 DEMO = os.path.join(REPO, "tools", "demo.py")
 
@@ -138,6 +142,9 @@ def main(argv=None):
     else:
         args = get_parser().parse_args(argv)  # --help, or an unknown subcommand: argparse's message
         name, rest = args.command, args.args
+    if not HAS_DETECTRON2 and name != "setup-detectron2" and not {"-h", "--help"} & set(rest):
+        print(f"error: {DETECTRON2_MISSING}", file=sys.stderr)
+        return 2
     if name == "read":
         return read_main(rest)
     return run_subcommand(name, rest)

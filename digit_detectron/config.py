@@ -167,6 +167,9 @@ def add_digit_config(cfg):
     _C.DIGITS.READER.NMS_THRESH = 0.3
     # A reading with more digits keeps only the MAX_DIGITS highest-scoring ones.
     _C.DIGITS.READER.MAX_DIGITS = 6
+    # Keep only the digits on the most confident digit's line (number_reader.on_number_line): one
+    # height, one baseline, no wide gap.
+    _C.DIGITS.READER.LINE_FILTER = False
     # Warm start for from-scratch training (digit_detectron.engine.pretrain): when MODEL.WEIGHTS is empty,
     # pre-train the bottom-up backbone as a digit classifier on crops of the train images, cache it
     # (keyed by backbone config, annotations and these settings) and start the detector from it.

@@ -58,3 +58,62 @@ def test_train_predict_read_export_run_outside_the_checkout(installed):
     assert out.count("drawn:") == 2
     run([*cmd, "export", "--weights", bundle, "--format", "onnx", "--output", "export", "--images", test], work, env)
     assert (work / "export" / "digit_runtime.py").is_file()
+
+
+BLOCK_DETECTRON2 = "import sys; sys.modules['detectron2'] = None; "  # as if it were not installed
+
+
+def test_without_detectron2_every_command_says_how_to_get_it(installed):
+    tmp, env, work = installed
+    code = BLOCK_DETECTRON2 + "from digit_detectron.command import console_main; sys.argv[0] = 'x'; console_main()"
+    for sub in (["read", "photo.png"], ["train"], ["predict", "--input", "x"], ["export"]):
+        proc = subprocess.run([sys.executable, "-c", code, *sub], capture_output=True, text=True, cwd=work, env=env)
+        assert proc.returncode == 2, (sub, proc.stderr[-2000:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "digit-detectron setup-detectron2" in lines[0], (sub, proc.stderr[-2000:])
+    api = BLOCK_DETECTRON2 + "from digit_detectron import DigitReader"
+    proc = subprocess.run([sys.executable, "-c", api], capture_output=True, text=True, cwd=work, env=env)
+    assert proc.returncode == 1 and "ImportError" in proc.stderr and "setup-detectron2" in proc.stderr
+
+
+def test_setup_detectron2_refuses_a_wheel_that_is_not_the_pinned_one(installed, tmp_path):
+    tmp, env, work = installed
+    fake = tmp_path / "sal_detectron2-0.7.2-cp310-none-any.whl"
+    fake.write_bytes(b"PK not the wheel")
+    code = BLOCK_DETECTRON2 + "from digit_detectron.command import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", code, "setup-detectron2", "--wheel", str(fake)],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: {fake}: SHA-256 ") and "is not the pinned" in proc.stderr
+
+
+def test_setup_detectron2_installs_a_package_pip_lists_and_uninstalls(installed, tmp_path):
+    """In a fresh venv: the pinned wheel (downloaded by pip from the package index), checked, repacked and
+    installed; pip lists it, its files hold no compiled _C, and pip uninstall removes it."""
+    from digit_detectron.tools import setup_detectron2 as setup
+
+    tmp, env, work = installed
+    wheel_dir = tmp_path / "wheel"
+    wheel_dir.mkdir()
+    try:
+        wheel = setup.download_wheel(str(wheel_dir))
+    except setup.SetupError as e:
+        pytest.skip(f"no package index reachable: {e}")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    run([python, "-m", "digit_detectron.tools.setup_detectron2", "--wheel", wheel], work, env)
+    listed = run([python, "-m", "pip", "list", "--disable-pip-version-check"], work, env)
+    assert "sal-detectron2" in listed and "0.7.2" in listed
+    site = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], work, env).strip()
+    assert os.path.isfile(os.path.join(site, "detectron2", "modeling", "__init__.py"))
+    assert not [n for n in os.listdir(os.path.join(site, "detectron2")) if n.startswith("_C")]
+    with open(os.path.join(site, "sal_detectron2-0.7.2.dist-info", "METADATA")) as f:
+        assert "Requires-Dist: numpy" not in f.read()
+    run([python, "-m", "pip", "uninstall", "-y", "sal-detectron2"], work, env)
+    assert not os.path.exists(os.path.join(site, "detectron2"))

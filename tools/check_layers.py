@@ -77,7 +77,16 @@ def check(package_dir):
             tree = ast.parse(source, path)
             module = module_name(package_dir, path)
             own = layer_of(module)
-            top = {id(n) for n in tree.body}
+            # Module level: the top statements and those in their if / try blocks (e.g. imports guarded by
+            # whether detectron2 is installed); anything under a function or class is local.
+            top = set()
+            pending = list(tree.body)
+            while pending:
+                n = pending.pop()
+                top.add(id(n))
+                if isinstance(n, (ast.If, ast.Try)):
+                    pending += [*n.body, *n.orelse, *getattr(n, "finalbody", [])]
+                    pending += [c for h in getattr(n, "handlers", []) for c in h.body]
             rel = os.path.relpath(path, os.path.dirname(package_dir))
             for node in ast.walk(tree):
                 if not isinstance(node, (ast.Import, ast.ImportFrom)):

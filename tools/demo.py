@@ -40,6 +40,7 @@ import time
 
 from digit_detectron.data.synthetic.generate import DIGIT_FREE_SHARE, LABELLED, SPLIT_FRAMING
 from digit_detectron.data.synthetic.styles import SPLIT_STYLES, split_styles, training_fonts
+from digit_detectron.engine.hooks import LATER_WORK_ENV
 from digit_detectron.evaluation.report import headline, load_report
 from digit_detectron.utils.cli import argument_parser, run_tool
 from digit_detectron.utils.io import atomic_write_json
@@ -64,6 +65,7 @@ EVAL_SPLITS = {
     "digits_free": "ood, no digit",
 }
 DIGIT_FREE_SPLIT = "digits_free"
+LATER_FIXED_S = 90  # seconds of the phases after training that do not scale with images: tool start-up, export
 
 
 def get_parser():
@@ -253,7 +255,11 @@ def main(argv=None):
         launch = ["--num-gpus", str(processes), "--dist-url", "auto"] if processes > 1 else []
         # --no-report: the evaluation below reports every split with the tuned reader.
         train_cmd = [py, "tools/train_net.py", *config, "--resume", *launch, "--no-report"]
-        run([*train_cmd, "OUTPUT_DIR", train_dir, *args.opts], env)
+        # What the later phases read (tuning, the evaluations, predict, drawing) and their fixed cost (tool
+        # start-up, the export): training prints the time left for all of it after its first steps.
+        later_images = 2 * args.valid + args.test_ood + args.test_wide + args.free + args.valid + args.test + 32
+        train_env = dict(env, **{LATER_WORK_ENV: f"{later_images},{LATER_FIXED_S}"})
+        run([*train_cmd, "OUTPUT_DIR", train_dir, *args.opts], train_env)
     weights = os.path.join(train_dir, "model_best.pth")
     if not os.path.isfile(weights):
         weights = os.path.join(train_dir, "model_final.pth")

@@ -21,6 +21,7 @@ from detectron2.modeling import build_backbone
 from detectron2.utils import comm
 from torch import nn
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from ..data.image_io import read_image
 from ..utils.boxes import box_iou
@@ -227,7 +228,8 @@ def pretrain_backbone(
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.05, fused=bool(cfg.SOLVER.ADAMW_FUSED))
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps, pct_start=0.15)
     correct = []
-    for step in range(steps):
+    bar = tqdm(range(steps), desc="backbone warm start", unit="step", mininterval=5, disable=not comm.is_main_process())
+    for step in bar:
         idx = torch.randint(len(targets), (batch_size,), generator=generator)
         logits = model(AUGMENTATIONS[augment](data[idx], generator))
         loss = F.cross_entropy(logits, targets[idx])

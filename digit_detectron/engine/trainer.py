@@ -25,7 +25,7 @@ from ..evaluation.report import ReportEvaluator
 from ..modeling.number_reader import NumberReader
 from ..modeling.speed import bf16_backbone, use_backbone_bf16
 from ..utils.threads import data_loader_workers
-from .hooks import EpochHook, PlotMetricsHook
+from .hooks import LATER_WORK_ENV, EpochHook, PlotMetricsHook, RemainingTimeHook, parse_later_work
 
 logger = logging.getLogger("digit_detectron")
 
@@ -166,6 +166,12 @@ class DigitTrainer(DefaultTrainer):
             hook_list.insert(
                 index,
                 hooks.BestCheckpointer(cfg.TEST.EVAL_PERIOD, self.checkpointer, cfg.DIGITS.BEST_METRIC, "max"),
+            )
+        later_images, later_s = parse_later_work(os.environ.get(LATER_WORK_ENV))
+        if (later_images or later_s) and comm.is_main_process():
+            eval_images = sum(len(DatasetCatalog.get(name)) for name in cfg.DATASETS.TEST)
+            hook_list.append(
+                RemainingTimeHook(cfg.SOLVER.MAX_ITER, cfg.TEST.EVAL_PERIOD, eval_images, later_images, later_s)
             )
         if cfg.DIGITS.PLOT_AT_END:
             hook_list.append(PlotMetricsHook(cfg.OUTPUT_DIR))

@@ -50,6 +50,7 @@ def model_metadata(cfg, fmt, weights):
             "score_threshs": [float(t) for t in reader.SCORE_THRESHS],
             "nms_thresh": float(reader.NMS_THRESH),
             "max_digits": int(reader.MAX_DIGITS),
+            "line_filter": bool(reader.LINE_FILTER),
         },
         "classes": [str(d) for d in range(10)],
     }

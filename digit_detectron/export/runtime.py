@@ -39,6 +39,9 @@ class RuntimeModelError(ValueError):
 
 COLUMN_MAX_CENTRE_SHIFT = 0.5  # the reader's column rule (modeling/number_reader.py)
 COLUMN_MAX_VERTICAL_OVERLAP = 0.3
+LINE_MAX_HEIGHT_RATIO = 1.6  # the reader's number line (modeling/number_reader.py)
+LINE_MAX_CENTRE_OFFSET = 1.0
+LINE_MAX_GAP = 1.0
 
 
 def load_metadata(model_path):
@@ -127,7 +130,29 @@ def _is_column(boxes):
     )
 
 
-def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
+def on_number_line(boxes):
+    """The digits on the first (most confident) digit's line (number_reader.on_number_line), a bool array."""
+    keep = np.ones(len(boxes), bool)
+    if len(boxes) < 2 or _is_column(boxes):
+        return keep
+    heights = np.maximum(boxes[:, 3] - boxes[:, 1], 1e-6)
+    ratio = np.maximum(heights / heights[0], heights[0] / heights)
+    offset = np.abs((boxes[:, 1] + boxes[:, 3]) / 2 - (boxes[0, 1] + boxes[0, 3]) / 2)
+    keep &= (ratio <= LINE_MAX_HEIGHT_RATIO) & (offset <= LINE_MAX_CENTRE_OFFSET * heights[0])
+    candidates = np.nonzero(keep)[0]
+    order = candidates[np.argsort((boxes[candidates, 0] + boxes[candidates, 2]) / 2, kind="stable")]
+    apart = (boxes[order[1:], 0] - boxes[order[:-1], 2]) > LINE_MAX_GAP * heights[0]
+    lo = hi = int(np.nonzero(order == 0)[0][0])
+    while lo > 0 and not apart[lo - 1]:
+        lo -= 1
+    while hi < len(order) - 1 and not apart[hi]:
+        hi += 1
+    keep[:] = False
+    keep[order[lo : hi + 1]] = True
+    return keep
+
+
+def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False):
     """(number or -1, indices of the digits read in reading order): NumberReader's rule in numpy."""
     boxes, scores, classes = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores), np.asarray(classes)
     keep = _nms(boxes, scores.astype(np.float32), classes, nms_thresh)
@@ -135,6 +160,8 @@ def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits):
         n = min(int((scores[keep] >= thresh).sum()), max_digits)
         if n:
             chosen = keep[:n]
+            if line_filter:
+                chosen = chosen[on_number_line(boxes[chosen])]
             chosen = chosen[reading_order(boxes[chosen])]
             return int("".join(str(int(c)) for c in classes[chosen])), chosen
     return -1, keep[:0]
@@ -210,7 +237,9 @@ class ExportedModel:
         """(number or -1, [(digit, score, (x1, y1, x2, y2)), ...] in reading order)."""
         boxes, scores, classes = self.detect(image_rgb)
         r = self.meta["reader"]
-        number, chosen = read_number(boxes, scores, classes, r["score_threshs"], r["nms_thresh"], r["max_digits"])
+        number, chosen = read_number(
+            boxes, scores, classes, r["score_threshs"], r["nms_thresh"], r["max_digits"], r.get("line_filter", False)
+        )
         return number, [(int(classes[i]), float(scores[i]), tuple(float(v) for v in boxes[i])) for i in chosen]
 
 

@@ -107,7 +107,9 @@ class DigitReader:
                 raise BundleError(str(e)) from None
             r = self.exported.meta["reader"]
             self.cfg, self.predictor = None, None
-            self.number_reader = NumberReader(r["score_threshs"], r["nms_thresh"], r["max_digits"])
+            self.number_reader = NumberReader(
+                r["score_threshs"], r["nms_thresh"], r["max_digits"], r.get("line_filter", False)
+            )
             self.input_format = "RGB"
             return
         cfg = get_model_cfg(config_file, list(opts) + ["MODEL.DEVICE", device], weights=model)

@@ -59,7 +59,9 @@ def ladders(score_grid, max_rungs):
     return [c for n in range(1, max_rungs + 1) for c in itertools.combinations(grid, n)]
 
 
-def search_reader_thresholds(detections, ground_truth, score_grid, nms_grid, max_digits, max_rungs=3):
+def search_reader_thresholds(
+    detections, ground_truth, score_grid, nms_grid, max_digits, max_rungs=3, line_filter=False
+):
     """
     Number accuracy (percent) of every (ladder, NMS threshold) on ``detections`` (dicts of numpy
     ``boxes`` XYXY, ``scores``, ``classes`` per ``image_id``) against ``ground_truth`` ({image_id: number}).
@@ -80,7 +82,7 @@ def search_reader_thresholds(detections, ground_truth, score_grid, nms_grid, max
             for j, t in enumerate(grid):
                 n = int((scores >= t).sum())
                 if n not in by_count:
-                    by_count[n] = read_after_nms(boxes, scores, classes, (t,), max_digits)
+                    by_count[n] = read_after_nms(boxes, scores, classes, (t,), max_digits, line_filter)
                 single[i, j] = by_count[n]
         for ladder in ladders(grid, max_rungs):
             answer = np.full(len(detections), -1, dtype=np.int64)
@@ -182,11 +184,17 @@ def tune(
     current_accuracy = evaluator.evaluate()["number"]["accuracy"]
 
     rows = search_reader_thresholds(
-        evaluator.detections, evaluator.ground_truth, score_grid, nms_grid, current.max_digits, max_rungs
+        evaluator.detections,
+        evaluator.ground_truth,
+        score_grid,
+        nms_grid,
+        current.max_digits,
+        max_rungs,
+        current.line_filter,
     )
     aps = pred_json_aps(evaluator.detections, dataset_name, pred_json_grid)
     _, ladder, nms_thresh = rows[0]
-    measured = NumberReader(ladder, nms_thresh, current.max_digits)
+    measured = NumberReader(ladder, nms_thresh, current.max_digits, current.line_filter)
     truth = evaluator.ground_truth
 
     def right(reader):
@@ -221,6 +229,7 @@ def reader_config_values(reader, pred_json_thresh):
         "DIGITS.READER.SCORE_THRESHS": tuple(reader.score_threshs),
         "DIGITS.READER.NMS_THRESH": float(reader.nms_thresh),
         "DIGITS.READER.MAX_DIGITS": int(reader.max_digits),
+        "DIGITS.READER.LINE_FILTER": bool(reader.line_filter),
         "DIGITS.PRED_JSON_SCORE_THRESH": float(pred_json_thresh),
     }
 
@@ -240,6 +249,7 @@ def write_reader_yaml(path, result, weights):
                 "SCORE_THRESHS": list(reader.score_threshs),
                 "NMS_THRESH": reader.nms_thresh,
                 "MAX_DIGITS": reader.max_digits,
+                "LINE_FILTER": reader.line_filter,
             },
         }
     }

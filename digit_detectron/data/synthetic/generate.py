@@ -18,7 +18,7 @@ geometry (``layout``); each image is drawn from its own seed ``(seed, split, ima
 is byte-identical for a seed whatever the number of worker processes.
 
 Framing and hard negatives (``SPLIT_FRAMING``, ``DIGIT_FREE_SHARE``): a share of the train images is
-framed as the real test images (wider, the number a smaller part of it; ``layout.TestFramingSampler``)
+framed as the real test images (wider, the number a smaller part of it; ``layout.ReframedSampler``)
 and a share shows a wall with no digit at all (``render_sample(digit_free=True)``: no boxes; the
 loader keeps them, ``DATALOADER.FILTER_EMPTY_ANNOTATIONS`` False). ``test_wide`` is framed as the test
 images; ``free`` is all digit-free walls in that framing, to count the numbers read where there is none.
@@ -39,7 +39,7 @@ from ...utils.io import atomic_open, atomic_write_json
 from ..datasets import DIGIT_CLASSES, DatasetError, load_digits_json
 from ..image_io import read_image
 from .glyphs import GlyphBank
-from .layout import TestFramingSampler, build_layout_sampler
+from .layout import ReframedSampler, build_layout_sampler
 from .render import render_sample
 from .styles import split_styles
 
@@ -62,7 +62,7 @@ class SampleRenderer:
 
     def __init__(self, layout_sampler, seed, glyph_banks=None, styles=None):
         self.layout_sampler, self.seed = layout_sampler, seed
-        self.test_framing = TestFramingSampler(layout_sampler)
+        self.test_framing = ReframedSampler(layout_sampler)
         self.glyph_banks = dict(glyph_banks or {})
         self.styles = styles or split_styles()
 

@@ -203,7 +203,7 @@ TEST_ASPECT_RATIO = 2.38 / 2.23
 TEST_SHARE_W_RATIO = 0.20 / 0.29
 
 
-class TestFramingSampler:
+class ReframedSampler:
     """
     Layouts of ``base`` (a train-framed sampler) reframed as the real SVHN test images are: the image
     widened by TEST_ASPECT_RATIO and the number shrunk about its centre so that its share of the width
@@ -238,9 +238,9 @@ FRAMINGS = ("train", "test")
 def build_layout_sampler(geometry=None, framing="train"):
     """
     ``geometry``: a COCO box json; ``None`` or ``PARAMETRIC``: the parametric model. ``framing``: "train"
-    (as the source gives them) or "test" (``TestFramingSampler``: reframed as the real test images).
+    (as the source gives them) or "test" (``ReframedSampler``: reframed as the real test images).
     """
     if framing not in FRAMINGS:
         raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
     base = ParametricSampler() if geometry is None or geometry == PARAMETRIC else SVHNGeometrySampler(geometry)
-    return TestFramingSampler(base) if framing == "test" else base
+    return ReframedSampler(base) if framing == "test" else base
