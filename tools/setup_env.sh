@@ -4,16 +4,17 @@
 # nothing to do only checks a stamp and prints which detectron2 is in use.
 #
 # detectron2 has no official PyPI wheel. Unless a detectron2 is already importable in the venv (e.g. a
-# CUDA build you installed), this installs the pure-Python package of the PyPI distribution
-# sal-detectron2==0.7.2 (a 2024 snapshot of detectron2's main branch): its wheel is tagged cp310 and
-# bundles a _C extension for Python 3.10 only, so pip refuses it on 3.11; we unpack it without _C.
+# CUDA build you installed), this runs `digit-detectron setup-detectron2`
+# (digit_detectron/tools/setup_detectron2.py): the pure-Python package of the PyPI distribution
+# sal-detectron2==0.7.2 (a 2024 snapshot of detectron2's main branch), whose wheel is tagged cp310 and
+# bundles a _C extension for Python 3.10 only, repacked without _C and pip-installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 D2_DIST=sal-detectron2==0.7.2
 STAMP="$VENV/.digit-detectron-setup"
-want=$(cat pyproject.toml constraints.txt tools/setup_env.sh | sha256sum | cut -d" " -f1)
+want=$(cat pyproject.toml constraints.txt tools/setup_env.sh digit_detectron/tools/setup_detectron2.py | sha256sum | cut -d" " -f1)
 
 d2_line() {
   "$VENV/bin/python" - <<'PY'
@@ -51,34 +52,8 @@ if "$VENV/bin/python" -c "import detectron2" 2>/dev/null; then
   echo "setup: keeping the detectron2 already importable in $VENV"
 else
   echo "setup: installing detectron2 from $D2_DIST (pure-Python package, bundled Python 3.10 _C dropped)"
-  tmp=$(mktemp -d)
-  trap 'rm -rf "$tmp"' EXIT
-  "${PIP[@]}" download -q --no-deps --only-binary=:all: --python-version 3.10 --platform any \
-    -d "$tmp" "$D2_DIST"
-  site=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-  "$VENV/bin/python" - "$tmp"/*.whl "$site" <<'PY'
-import os, sys, zipfile
-whl, site = sys.argv[1], sys.argv[2]
-with zipfile.ZipFile(whl) as z:
-    for info in z.infolist():
-        name = info.filename
-        if name.startswith("detectron2/_C"):
-            continue  # compiled for CPython 3.10 only
-        if not (name.startswith("detectron2/") or ".dist-info/" in name):
-            continue
-        data = z.read(info)
-        if name.endswith(".dist-info/METADATA"):
-            # detectron2's pure-Python code runs with numpy 2; drop the numpy<2 pin.
-            data = b"\n".join(l for l in data.split(b"\n") if not l.startswith(b"Requires-Dist: numpy"))
-        elif name.endswith(".dist-info/RECORD"):
-            data = b"\n".join(l for l in data.split(b"\n") if not l.startswith(b"detectron2/_C"))
-        elif name.endswith(".dist-info/WHEEL"):
-            continue
-        path = os.path.join(site, name)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as f:
-            f.write(data)
-PY
+  # The package's own installer: the pinned wheel's SHA-256 checked, repacked without _C, pip-installed.
+  "$VENV/bin/python" -m digit_detectron.tools.setup_detectron2
 fi
 "$VENV/bin/python" -c "import detectron2.model_zoo, detectron2.modeling, digit_detectron" \
   || { echo "setup: detectron2 or digit_detectron failed to import" >&2; exit 1; }

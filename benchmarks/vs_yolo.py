@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""
+Predict images/s of digit-detectron against Ultralytics YOLO11n on the same image files, same threads,
+one process each, in one run::
+
+    PYTHONPATH=/path/to/ultralytics/site python benchmarks/vs_yolo.py --weights output/demo/train/model_best.pth \\
+        --images datasets/digits/test_wide --threads 2 --output output/vs_yolo [--avx2]
+
+Rows: digit-detectron's ``DigitPredictor.predict_files`` (decode, resize, model, post-processing, the
+shipped inference options), the same with bf16 off, the exported ONNX model through ONNX Runtime when
+``--onnx`` names one (one image per call), and YOLO11n through Ultralytics' own predict loop (decode,
+letterbox, network, NMS) at ``imgsz`` 128 with untrained weights (``yolo11n.yaml``: no download; almost
+no box reaches its NMS). ``--avx2`` runs every row as an AVX2-only CPU does (``ATEN_CPU_CAPABILITY=avx2``,
+``ONEDNN_MAX_CPU_ISA=AVX2``, ``DIGITS_BF16=off``). Ultralytics is not a dependency of this project:
+install it into a folder of its own and put that folder on PYTHONPATH. Writes vs_yolo.json / .md.
+"""
+
+import glob
+import json
+import os
+import platform
+import subprocess
+import sys
+
+from digit_detectron.utils.cli import argument_parser, run_tool
+
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "DIGITS_BF16": "off"}
+
+DIGITS_CHILD = r"""
+import json, sys, time
+from digit_detectron.inference.predictor import DigitPredictor
+from digit_detectron.config import get_model_cfg
+weights, files, batch, extra = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+cfg = get_model_cfg(None, ["MODEL.DEVICE", "cpu", *extra], weights=weights)
+predictor = DigitPredictor(cfg)
+predictor.predict_files(files[:32], batch_size=batch, progress=False)  # warm-up
+start = time.perf_counter()
+predictor.predict_files(files, batch_size=batch, progress=False)
+print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start}))
+"""
+
+ONNX_CHILD = r"""
+import json, sys, time
+from digit_detectron.export.runtime import ExportedModel, load_image
+model = ExportedModel(sys.argv[1], threads=int(sys.argv[3]))
+files = json.loads(sys.argv[2])
+for f in files[:32]:
+    model.read(load_image(f))
+start = time.perf_counter()
+for f in files:
+    model.read(load_image(f))
+print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start}))
+"""
+
+YOLO_CHILD = r"""
+import json, sys, time, torch
+from ultralytics import YOLO
+files, threads = json.loads(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+model = YOLO("yolo11n.yaml")
+for f in files[:32]:
+    model.predict(f, imgsz=128, device="cpu", verbose=False)
+start = time.perf_counter()
+for f in files:
+    model.predict(f, imgsz=128, device="cpu", verbose=False)
+print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start}))
+"""
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            text = f.read()
+    except OSError:
+        return platform.processor() or "unknown"
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
+    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+    isa = (
+        "AVX-512 bf16"
+        if "avx512_bf16" in flags
+        else "AVX-512"
+        if "avx512f" in flags
+        else "AVX2"
+        if "avx2" in flags
+        else "?"
+    )
+    return f"{name} ({isa})"
+
+
+def child(code, argv, env):
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark child failed: {proc.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result["images"] / result["seconds"]
+
+
+def get_parser():
+    parser = argument_parser(__doc__)
+    parser.add_argument("--weights", required=True, help="digit-detectron model bundle")
+    parser.add_argument("--images", required=True, help="folder of images (e.g. a split in the real test framing)")
+    parser.add_argument("--onnx", default=None, help="also time this exported model.onnx")
+    parser.add_argument("--num", type=int, default=500, help="images timed (after 32 of warm-up)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--avx2", action="store_true", help="run as an AVX2-only CPU does (see above)")
+    parser.add_argument("--no-yolo", action="store_true", help="skip YOLO11n (Ultralytics not installed)")
+    parser.add_argument("--output", required=True)
+    return parser
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    files = sorted(glob.glob(os.path.join(args.images, "*.png")) + glob.glob(os.path.join(args.images, "*.jpg")))
+    files = files[: args.num]
+    if not files:
+        raise FileNotFoundError(f"{args.images}: no .png / .jpg images")
+    threads = os.environ.get("OMP_NUM_THREADS") or "2"
+    env = dict(os.environ, OMP_NUM_THREADS=threads, **(AVX2_ENV if args.avx2 else {}))
+    listing = json.dumps(files)
+    rows = []
+    batch = str(args.batch_size)
+    rows.append(("digit-detectron predict (shipped options)", child(DIGITS_CHILD, [args.weights, listing, batch], env)))
+    if not args.avx2:
+        off = [args.weights, listing, batch, "DIGITS.INFERENCE.BACKBONE_BF16", "off"]
+        rows.append(("digit-detectron predict, float32", child(DIGITS_CHILD, off, env)))
+    if args.onnx:
+        rows.append(
+            (
+                "exported model.onnx (ONNX Runtime, 1 image a call)",
+                child(ONNX_CHILD, [args.onnx, listing, threads], env),
+            )
+        )
+    if not args.no_yolo:
+        rows.append(("YOLO11n, imgsz 128, Ultralytics predict (untrained)", child(YOLO_CHILD, [listing, threads], env)))
+    machine = cpu_name() + (
+        ", run as AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, bf16 off)" if args.avx2 else ""
+    )
+    os.makedirs(args.output, exist_ok=True)
+    result = {"machine": machine, "threads": int(threads), "images": len(files), "folder": args.images, "rows": rows}
+    with open(os.path.join(args.output, "vs_yolo.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    lines = [
+        f"{machine}; {threads} threads; {len(files)} images of {args.images}",
+        "",
+        "| predictor | images/s |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {ips:.1f} |" for name, ips in rows]
+    with open(os.path.join(args.output, "vs_yolo.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return result
+
+
+if __name__ == "__main__":
+    run_tool(main)
