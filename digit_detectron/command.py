@@ -71,7 +71,12 @@ def read_main(argv=None):
     """
     parser = argument_parser("Read the house number of images (prints it, draws the digits).")
     parser.add_argument("images", nargs="+", help="image files or folders")
-    parser.add_argument("--weights", required=True, help="model bundle (.pth written by training)")
+    parser.add_argument(
+        "--weights",
+        default=None,
+        help="model bundle (.pth written by training) or exported model.onnx (default: the ready model shipped "
+        "with the package, docs/model_card.md)",
+    )
     parser.add_argument("--config-file", action="append", default=None, help="config over the bundle's (optional)")
     parser.add_argument("--output", default=None, help="folder for the drawn images (default: ./read)")
     parser.add_argument("--device", default="auto", help="auto (default: cuda when there is a GPU), cpu or cuda")

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from digit_detectron.engine.hooks import LATER_WORK_ENV, parse_later_work, remaining_time
 from digit_detectron.utils.threads import choose_thread_policy, usable_cores
 
 from conftest import REPO_ROOT, tiny_model_opts, write_digit_dataset
@@ -16,8 +17,8 @@ TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 
 
-def run_train_net(root, *args, timeout=600):
-    env = dict(os.environ, DIGITS_DATASET_ROOT=str(root), PYTHONUNBUFFERED="1")
+def run_train_net(root, *args, timeout=600, env_extra=None):
+    env = dict(os.environ, DIGITS_DATASET_ROOT=str(root), PYTHONUNBUFFERED="1", **(env_extra or {}))
     proc = subprocess.run(
         [sys.executable, TRAIN_NET, "--config-file", CONFIG, *args],
         env=env,
@@ -54,6 +55,7 @@ def trained(tmp_path_factory):
         "-1",
         "DIGITS.PLOT_AT_END",
         "False",
+        env_extra={LATER_WORK_ENV: "500,60"},  # as make demo sets it: the estimate of the time left is printed
     )
     return root, out, log
 
@@ -179,3 +181,21 @@ def test_two_process_cpu_training(tmp_path):
     # Each process runs on its share of the cores, not on all of them.
     share = choose_thread_policy(usable_cores(), processes=2)
     assert log.count(f"threads: {share.threads} torch thread(s) on {share.cores} usable core(s)") >= 2
+
+
+@pytest.mark.slow
+def test_training_prints_the_time_left_for_the_whole_job(trained):
+    """With DIGITS_LATER_WORK set (make demo sets it), each evaluation is followed by an estimate of the
+    time left: training, the evaluations still to come and the later phases."""
+    _, _, log = trained
+    lines = [line for line in log.splitlines() if "[demo] about" in line]
+    assert lines, log[-3000:]
+    assert re.search(r"min left: training [\d.]+ min \(\d+ steps at [\d.]+ s\), \d evaluation\(s\)", lines[-1])
+    assert "then the later phases" in lines[-1] and "500 images at" in lines[-1] and "+ 60 s" in lines[-1]
+
+
+def test_remaining_time_adds_training_evaluations_and_later_phases():
+    total, training, evaluations, later = remaining_time(100, 0.5, 2, 400, 5000, 90.0, 0.01)
+    assert (training, evaluations, later) == (50.0, 8.0, 140.0) and total == 198.0
+    assert parse_later_work("5132,90") == (5132, 90.0)
+    assert parse_later_work(None) == (0, 0.0) and parse_later_work("many") == (0, 0.0)

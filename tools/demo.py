@@ -89,6 +89,12 @@ def get_parser():
     parser.add_argument("--free", type=int, default=500, help="images of free (out-of-style walls with no digit)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--geometry",
+        default=None,
+        help="layouts of the synthetic data (datasets/prepare_synthetic.py --geometry): a COCO box json, or "
+        "'parametric' for the shipped statistics (default: ../shared/svhn_geometry/train.json when present)",
+    )
+    parser.add_argument(
         "--fonts",
         metavar="DIR",
         action="append",
@@ -238,6 +244,7 @@ def main(argv=None):
     if not present:
         sizes = f"--train {args.train} --valid {args.valid} --test {args.test} --test-ood {args.test_ood}"
         sizes += f" --test-wide {args.test_wide} --free {args.free}"
+        sizes += f" --geometry {args.geometry}" if args.geometry else ""
         sizes += f" --seed {args.seed} --workers 2"
         grid = os.path.join(out, "synthetic_samples.png")
         font_args = [a for folder in args.fonts for a in ("--fonts", folder)]

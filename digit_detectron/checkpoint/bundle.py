@@ -28,6 +28,7 @@ __all__ = [
     "read_bundle_config",
     "update_bundle_config",
     "write_bundle",
+    "write_slim_bundle",
 ]
 
 BUNDLE_KEY = "digit_detectron"
@@ -151,3 +152,21 @@ def write_bundle(path, weights, cfg):
     with atomic_open(path, "wb") as f:
         torch.save(data, f)
     return path
+
+
+def write_slim_bundle(src, dst, half=True):
+    """
+    The bundle ``src`` as a model to ship: its weights (float tensors in float16 when ``half``, which the
+    model loads back into float32) and its config entry, without the optimizer, scheduler and iteration
+    a training checkpoint carries. Returns ``dst``.
+    """
+    data = _load(src)
+    if BUNDLE_KEY not in data:
+        raise BundleError(f"{src}: not a bundle (no embedded config): make one with tools/make_bundle.py first")
+    weights = {
+        k: (v.half() if half and torch.is_floating_point(v) else v).contiguous().clone()
+        for k, v in data["model"].items()
+    }
+    with atomic_open(dst, "wb") as f:
+        torch.save({"model": weights, BUNDLE_KEY: data[BUNDLE_KEY]}, f)
+    return dst

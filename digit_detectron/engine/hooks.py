@@ -116,7 +116,7 @@ class RemainingTimeHook(HookBase):
             step = self._s_per_step() or 0.0
             if self.eval_images:
                 self._s_per_image = max(seconds - step, 0.0) / self.eval_images
-        elif it > 5:  # the first steps warm up
+        elif it > 2:  # the first steps warm up
             self._steps.append(seconds)
         if it == self.first or evaluated:
             self.report(it)

@@ -83,19 +83,36 @@ def _with_caption(image_rgb, text):
 
 
 EXPORTED_SUFFIXES = (".onnx", ".ts")
+# The ready model shipped in the package (``make model`` trains it; docs/model_card.md): what
+# ``DigitReader()`` and ``digit-detectron read`` use when no model is named.
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+READY_MODEL = os.path.join(WEIGHTS_DIR, "digits_ready.pth")
+READY_MODEL_ONNX = os.path.join(WEIGHTS_DIR, "digits_ready.onnx")
+
+
+def ready_model(exported=False):
+    """The path of the shipped ready model (its ONNX export with ``exported``); BundleError when absent."""
+    path = READY_MODEL_ONNX if exported else READY_MODEL
+    if not os.path.isfile(path):
+        raise BundleError(
+            f"{path}: this installation ships no ready model; pass a model (a bundle written by training, "
+            f"e.g. output/demo/train/model_best.pth), or train the ready model with `make model`"
+        )
+    return path
 
 
 class DigitReader:
     """
     A trained digit model and the number reader. ``model``: a bundle ``.pth`` written by training
     (config and tuned reader thresholds inside), any checkpoint with ``config_file``, or a model
-    exported by tools/export_model.py (``model.onnx`` / ``model.ts`` with its model.json); ``opts``:
+    exported by tools/export_model.py (``model.onnx`` / ``model.ts`` with its model.json); None (the
+    default): the ready model shipped in the package (``READY_MODEL``, docs/model_card.md); ``opts``:
     config KEY VALUE overrides; ``device``: "auto" (default: cuda when torch sees a GPU, else cpu),
     "cpu" or "cuda" (PyTorch models); ``batch_size``: images per forward pass (at least 1).
     """
 
-    def __init__(self, model, config_file=None, opts=(), device="auto", batch_size=16):
-        model = os.fspath(model)
+    def __init__(self, model=None, config_file=None, opts=(), device="auto", batch_size=16):
+        model = ready_model() if model is None else os.fspath(model)
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
         self.batch_size = int(batch_size)

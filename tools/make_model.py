@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""
+`make model`: train the ready model that ships in the package (digit_detectron/weights/), the way
+`make demo` trains its model, with a longer schedule and more data:
+
+1. `tools/demo.py` with configs/digits_ready.yaml (digits_cpu.yaml without ResNet-18's last stage), 8,000
+   synthetic train images laid out from the shipped layout statistics (``--geometry parametric``: the same
+   data from any clone, with or without ../shared), 6 epochs, seed 11: training, reader tuning,
+   evaluation on every split (valid, valid_instyle, test_ood, test_wide, free), predict, export;
+2. the tuned best checkpoint as a slim bundle (weights in float16, its config, no optimizer):
+   ``digit_detectron/weights/digits_ready.pth``;
+3. its ONNX export, checked against the PyTorch model: ``digits_ready.onnx`` and ``digits_ready.json``;
+4. the sizes (at most 30 MB together).
+
+Its numbers go into docs/model_card.md. About 35 minutes on 2 cores of an AVX-512 CPU.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from digit_detectron.checkpoint.bundle import write_slim_bundle
+from digit_detectron.inference.reader_api import READY_MODEL, READY_MODEL_ONNX
+from digit_detectron.utils.cli import argument_parser, run_tool
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MAX_MB = 30.0
+
+
+def get_parser():
+    parser = argument_parser(__doc__)
+    parser.add_argument("--data", default=os.path.join("datasets", "digits_model"))
+    parser.add_argument("--output", default=os.path.join("output", "model"))
+    parser.add_argument("--train", type=int, default=8000)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=11)
+    parser.add_argument("--config-file", default="digits_ready.yaml")
+    return parser
+
+
+def run(cmd):
+    print("\n$ " + " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, cwd=REPO)
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    py = sys.executable
+    demo = [py, "tools/demo.py", "--data", args.data, "--output", args.output, "--config-file", args.config_file]
+    demo += ["--train", str(args.train), "--seed", str(args.seed), "--geometry", "parametric"]
+    run([*demo, "SOLVER.EPOCHS", str(args.epochs)])
+    best = os.path.join(args.output, "train", "model_best.pth")
+    os.makedirs(os.path.dirname(READY_MODEL), exist_ok=True)
+    write_slim_bundle(os.path.join(REPO, best), READY_MODEL)
+    export_dir = os.path.join(args.output, "ready_export")
+    test = os.path.join(args.data, "test")
+    run(
+        [
+            py,
+            "tools/export_model.py",
+            "--weights",
+            READY_MODEL,
+            "--format",
+            "onnx",
+            "--output",
+            export_dir,
+            "--images",
+            test,
+        ]
+    )
+    shutil.copyfile(os.path.join(REPO, export_dir, "model.onnx"), READY_MODEL_ONNX)
+    with open(os.path.join(REPO, export_dir, "model.json")) as f:
+        meta = json.load(f)
+    meta["source_weights"] = os.path.basename(READY_MODEL)  # no path of this machine in the package
+    with open(os.path.splitext(READY_MODEL_ONNX)[0] + ".json", "w") as f:
+        json.dump(meta, f, indent=2)
+    sizes = {p: os.path.getsize(p) / 2**20 for p in (READY_MODEL, READY_MODEL_ONNX)}
+    for path, mb in sizes.items():
+        print(f"{path}: {mb:.1f} MB")
+    total = sum(sizes.values())
+    if total > MAX_MB:
+        raise ValueError(f"the ready model is {total:.1f} MB, over the {MAX_MB:.0f} MB the package may carry")
+    print(f"ready model: {total:.1f} MB in all; evaluation: {os.path.join(args.output, 'eval', 'eval_results.json')}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_tool(main)
