@@ -39,6 +39,9 @@ def get_parser():
     parser.add_argument("--test-ood", type=int, help="number of labelled out-of-style test images (default: --valid)")
     parser.add_argument("--test-wide", type=int, default=0, help="labelled out-of-style images in the test framing")
     parser.add_argument("--free", type=int, default=0, help="digit-free out-of-style images in the test framing")
+    parser.add_argument(
+        "--valid-free", type=int, default=0, help="more such images, to choose the reader's gate (tools/tune_reader.py)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--geometry",
@@ -88,6 +91,7 @@ def main(argv=None):
         fonts=fonts,
         num_test_wide=args.test_wide,
         num_free=args.free,
+        num_valid_free=args.valid_free,
     )
     print(f"layouts from: {summary['geometry']}")
     for split, info in summary["splits"].items():

@@ -170,6 +170,9 @@ def add_digit_config(cfg):
     # Keep only the digits on the most confident digit's line (number_reader.on_number_line): one
     # height, one baseline, no wide gap.
     _C.DIGITS.READER.LINE_FILTER = False
+    # Read nothing (-1) unless the most confident detection scores at least this: fewer numbers read on
+    # walls without digits. tools/tune_reader.py --digit-free measures it; 0 reads whatever passes.
+    _C.DIGITS.READER.MIN_TOP_SCORE = 0.0
     # Warm start for from-scratch training (digit_detectron.engine.pretrain): when MODEL.WEIGHTS is empty,
     # pre-train the bottom-up backbone as a digit classifier on crops of the train images, cache it
     # (keyed by backbone config, annotations and these settings) and start the detector from it.

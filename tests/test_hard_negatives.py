@@ -156,3 +156,16 @@ def test_the_reader_reads_the_number_without_the_outlier_when_the_line_filter_is
 def test_runtime_copies_the_number_line_constants():
     for name in ("LINE_MAX_HEIGHT_RATIO", "LINE_MAX_CENTRE_OFFSET", "LINE_MAX_GAP"):
         assert getattr(runtime, name) == getattr(number_reader, name)
+
+
+def test_the_gate_reads_nothing_unless_the_most_confident_digit_is_sure():
+    boxes = np.array([box(10), box(22)], np.float32)
+    classes = np.array([2, 4])
+    sure, unsure = np.array([0.97, 0.7], np.float32), np.array([0.9, 0.7], np.float32)
+    assert read_number(boxes, sure, classes, (0.6,), 0.3, 6, min_top_score=0.95) == 24
+    assert read_number(boxes, unsure, classes, (0.6,), 0.3, 6, min_top_score=0.95) == -1
+    assert runtime.read_number(boxes, sure, classes, (0.6,), 0.3, 6, False, 0.95)[0] == 24
+    assert runtime.read_number(boxes, unsure, classes, (0.6,), 0.3, 6, False, 0.95)[0] == -1
+    assert NumberReader((0.6,), min_top_score=0.95).select(boxes, unsure, classes).numel() == 0
+    with pytest.raises(ValueError, match="MIN_TOP_SCORE"):
+        NumberReader((0.6,), min_top_score=1.5)

@@ -161,3 +161,44 @@ def test_tune_reader_tool_writes_a_mergeable_snippet(tmp_path, capsys):
     opts = shlex.split(printed.split("as opts: ")[1].splitlines()[0])
     cfg2 = get_digit_cfg(CONFIG, opts)
     assert cfg2.DIGITS == cfg.DIGITS
+
+
+def test_tune_reader_chooses_the_gate_on_digit_free_images(tmp_path, capsys):
+    """--digit-free: MIN_TOP_SCORE is set so that at most --max-free-read percent of those walls are read
+    as a number; it goes into the snippet and the opts with the thresholds measured under it."""
+    from digit_detectron.data.synthetic.generate import generate_dataset
+
+    root = str(tmp_path / "synthetic")
+    generate_dataset(root, 1, 3, 1, seed=2, geometry="parametric", num_valid_free=6)
+    register_digits(root, "gate")
+    torch.manual_seed(0)
+    opts = tiny_model_opts(tmp_path) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    model = build_model(get_digit_cfg(CONFIG, opts))
+    DetectionCheckpointer(model, str(tmp_path)).save("random_init")
+    spec = importlib.util.spec_from_file_location("tune_tool", os.path.join(REPO_ROOT, "tools", "tune_reader.py"))
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    argv = ["--config-file", CONFIG, "--dataset", "gate_valid", "--output", str(tmp_path / "tuned")]
+    argv += ["--digit-free", "gate_valid_free", "--max-free-read", "0", "--score-threshs", "0.5"]
+    argv += ["--nms-threshs", "0.3", "--pred-json-threshs", "0.0"]
+    result = tool.main(argv + opts + ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")])
+    printed = capsys.readouterr().out
+    assert result.digit_free == "gate_valid_free" and result.digit_free_images == 6
+    assert result.free_read_after == 0.0 and 0.0 < result.min_top_score <= 1.0
+    assert result.best_reader.min_top_score == result.min_top_score
+    assert "gate_valid_free (6 images without digits): a number read on" in printed
+    cfg = get_digit_cfg(CONFIG)
+    cfg.merge_from_file(str(tmp_path / "tuned" / "reader_thresholds.yaml"))
+    assert cfg.DIGITS.READER.MIN_TOP_SCORE == pytest.approx(result.min_top_score)
+    with pytest.raises(ValueError, match="holds digit boxes"):
+        weights = ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")]
+        tool.main(argv[:6] + ["--digit-free", "gate_valid"] + argv[10:] + opts + weights)
+
+
+def test_gate_for_reads_at_most_the_share_asked():
+    from digit_detectron.inference.reader_tuning import gate_for
+
+    tops = [0.99, 0.95, 0.9, 0.8, 0.5, 0.3, 0.2, 0.1, 0.0, 0.0]
+    for percent, read in ((0, 0), (10, 1), (25, 2), (100, 10)):
+        gate = gate_for(tops, percent)
+        assert sum(t >= gate for t in tops) == read if percent < 100 else gate == 0.0

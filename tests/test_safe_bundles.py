@@ -56,3 +56,37 @@ def test_a_pickle_with_a_payload_is_refused_unless_trusted(bundle, tmp_path, mon
     monkeypatch.setenv("DIGITS_TRUST_PICKLE", "1")  # the documented opt-in for a trusted old file
     assert "READER" in read_bundle_config(str(evil))
     assert marker.exists()
+
+
+def test_a_slim_bundle_is_float16_weights_and_config_and_reads_like_the_original(bundle, tmp_path):
+    from digit_detectron.checkpoint.bundle import write_slim_bundle
+
+    full = torch.load(bundle, map_location="cpu", weights_only=True)
+    full["optimizer"] = {"state": {}, "param_groups": []}  # what a training checkpoint also carries
+    full["iteration"] = 99
+    torch.save(full, tmp_path / "training.pth")
+    slim = write_slim_bundle(str(tmp_path / "training.pth"), str(tmp_path / "slim.pth"))
+    data = torch.load(slim, map_location="cpu", weights_only=True)
+    assert set(data) == {"model", "digit_detectron"}
+    floats = [v for v in data["model"].values() if torch.is_floating_point(v)]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+    assert os.path.getsize(slim) < 0.6 * os.path.getsize(bundle)
+    image = (torch.rand(48, 120, 3) * 255).to(torch.uint8).numpy()
+    a = DigitReader(bundle, device="cpu").predictor([image])[0]
+    b = DigitReader(slim, device="cpu").predictor([image])[0]
+    assert len(a) == len(b)
+    if len(a):  # float16 storage moves boxes by a fraction of a pixel and scores by little
+        assert (a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max() < 1.0
+        assert (a.scores - b.scores).abs().max() < 0.02
+    with pytest.raises(BundleError, match="not a bundle"):
+        plain = tmp_path / "plain.pth"
+        torch.save({"model": full["model"]}, plain)
+        write_slim_bundle(str(plain), str(tmp_path / "x.pth"))
+
+
+def test_without_a_shipped_ready_model_the_reader_says_how_to_get_one(monkeypatch, tmp_path):
+    from digit_detectron.inference import reader_api
+
+    monkeypatch.setattr(reader_api, "READY_MODEL", str(tmp_path / "weights" / "digits_ready.pth"))
+    with pytest.raises(BundleError, match="ships no ready model; pass a model .* make model"):
+        DigitReader(device="cpu")

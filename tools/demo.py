@@ -87,6 +87,12 @@ def get_parser():
         "--test-wide", type=int, default=1000, help="images of test_wide (out-of-style, framed as the real test images)"
     )
     parser.add_argument("--free", type=int, default=500, help="images of free (out-of-style walls with no digit)")
+    parser.add_argument(
+        "--valid-free",
+        type=int,
+        default=300,
+        help="images of valid_free (the same kind; tune_reader chooses the reader's gate on them)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--geometry",
@@ -243,7 +249,7 @@ def main(argv=None):
         present = False
     if not present:
         sizes = f"--train {args.train} --valid {args.valid} --test {args.test} --test-ood {args.test_ood}"
-        sizes += f" --test-wide {args.test_wide} --free {args.free}"
+        sizes += f" --test-wide {args.test_wide} --free {args.free} --valid-free {args.valid_free}"
         sizes += f" --geometry {args.geometry}" if args.geometry else ""
         sizes += f" --seed {args.seed} --workers 2"
         grid = os.path.join(out, "synthetic_samples.png")
@@ -264,7 +270,8 @@ def main(argv=None):
         train_cmd = [py, "tools/train_net.py", *config, "--resume", *launch, "--no-report"]
         # What the later phases read (tuning, the evaluations, predict, drawing) and their fixed cost (tool
         # start-up, the export): training prints the time left for all of it after its first steps.
-        later_images = 2 * args.valid + args.test_ood + args.test_wide + args.free + args.valid + args.test + 32
+        later_images = 2 * args.valid + args.test_ood + args.test_wide + args.free + args.valid_free
+        later_images += args.valid + args.test + 32
         train_env = dict(env, **{LATER_WORK_ENV: f"{later_images},{LATER_FIXED_S}"})
         run([*train_cmd, "OUTPUT_DIR", train_dir, *args.opts], train_env)
     weights = os.path.join(train_dir, "model_best.pth")
@@ -274,7 +281,10 @@ def main(argv=None):
 
     eval_dir = os.path.join(out, "eval")
     datasets = "(" + ", ".join(f'"{n}"' for n in EVAL_SPLITS) + ",)"
-    run([py, "tools/tune_reader.py", *model, "--dataset", "digits_valid", "--output", out], env)
+    # The reader's thresholds on digits_valid, and its gate on digits_valid_free: at most 2% of walls without
+    # digits read as a number.
+    tune = [py, "tools/tune_reader.py", *model, "--dataset", "digits_valid", "--output", out]
+    run([*tune, "--digit-free", "digits_valid_free", "--max-free-read", "2"], env)
     run([py, "tools/train_net.py", "--eval-only", *model, "DATASETS.TEST", datasets, "OUTPUT_DIR", eval_dir], env)
     thresholds = os.path.join(out, "reader_thresholds.yaml")
     predictions = os.path.join(out, "predictions")

@@ -28,7 +28,7 @@ CONTIGUOUS_TO_DATASET_ID = {v: k for k, v in DATASET_ID_TO_CONTIGUOUS.items()}
 SPLIT_NAMES = {"train": ("train",), "valid": ("valid", "val"), "test": ("test",)}
 # Labelled splits the synthetic generator can add (in-style validation, out-of-style test); registered
 # only where their json exists.
-EXTRA_SPLITS = ("valid_instyle", "test_ood", "test_wide", "free")
+EXTRA_SPLITS = ("valid_instyle", "test_ood", "test_wide", "free", "valid_free")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 # Boxes reaching at most this many pixels past the image edge are clipped (real SVHN has such
 # boxes); boxes further outside are an error.

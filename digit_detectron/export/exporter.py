@@ -51,6 +51,7 @@ def model_metadata(cfg, fmt, weights):
             "nms_thresh": float(reader.NMS_THRESH),
             "max_digits": int(reader.MAX_DIGITS),
             "line_filter": bool(reader.LINE_FILTER),
+            "min_top_score": float(reader.MIN_TOP_SCORE),
         },
         "classes": [str(d) for d in range(10)],
     }

@@ -152,10 +152,12 @@ def on_number_line(boxes):
     return keep
 
 
-def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False):
+def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False, min_top_score=0.0):
     """(number or -1, indices of the digits read in reading order): NumberReader's rule in numpy."""
     boxes, scores, classes = np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores), np.asarray(classes)
     keep = _nms(boxes, scores.astype(np.float32), classes, nms_thresh)
+    if not keep.size or scores[keep[0]] < min_top_score:
+        return -1, keep[:0]
     for thresh in score_threshs:
         n = min(int((scores[keep] >= thresh).sum()), max_digits)
         if n:
@@ -238,7 +240,14 @@ class ExportedModel:
         boxes, scores, classes = self.detect(image_rgb)
         r = self.meta["reader"]
         number, chosen = read_number(
-            boxes, scores, classes, r["score_threshs"], r["nms_thresh"], r["max_digits"], r.get("line_filter", False)
+            boxes,
+            scores,
+            classes,
+            r["score_threshs"],
+            r["nms_thresh"],
+            r["max_digits"],
+            r.get("line_filter", False),
+            r.get("min_top_score", 0.0),
         )
         return number, [(int(classes[i]), float(scores[i]), tuple(float(v) for v in boxes[i])) for i in chosen]
 

@@ -125,7 +125,11 @@ class DigitReader:
             r = self.exported.meta["reader"]
             self.cfg, self.predictor = None, None
             self.number_reader = NumberReader(
-                r["score_threshs"], r["nms_thresh"], r["max_digits"], r.get("line_filter", False)
+                r["score_threshs"],
+                r["nms_thresh"],
+                r["max_digits"],
+                r.get("line_filter", False),
+                r.get("min_top_score", 0.0),
             )
             self.input_format = "RGB"
             return

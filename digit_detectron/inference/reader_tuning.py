@@ -60,7 +60,7 @@ def ladders(score_grid, max_rungs):
 
 
 def search_reader_thresholds(
-    detections, ground_truth, score_grid, nms_grid, max_digits, max_rungs=3, line_filter=False
+    detections, ground_truth, score_grid, nms_grid, max_digits, max_rungs=3, line_filter=False, min_top_score=0.0
 ):
     """
     Number accuracy (percent) of every (ladder, NMS threshold) on ``detections`` (dicts of numpy
@@ -82,7 +82,7 @@ def search_reader_thresholds(
             for j, t in enumerate(grid):
                 n = int((scores >= t).sum())
                 if n not in by_count:
-                    by_count[n] = read_after_nms(boxes, scores, classes, (t,), max_digits, line_filter)
+                    by_count[n] = read_after_nms(boxes, scores, classes, (t,), max_digits, line_filter, min_top_score)
                 single[i, j] = by_count[n]
         for ladder in ladders(grid, max_rungs):
             answer = np.full(len(detections), -1, dtype=np.int64)
@@ -145,6 +145,34 @@ class TuningResult:
     best_reader: NumberReader  # the measured reader where it beats the config's beyond chance, else the config's
     best_pred_json_thresh: float
     run: PredictionRun  # the model's run; its unreadable files are scored as images without detections
+    # With a digit-free dataset: its name, images, the gate (MIN_TOP_SCORE) chosen on it and the share of
+    # its images read as a number without / with the gate (percent).
+    digit_free: str = ""
+    digit_free_images: int = 0
+    min_top_score: float = 0.0
+    free_read_before: float = 0.0
+    free_read_after: float = 0.0
+
+
+def top_scores(run, records):
+    """The highest detection score of each record's image in ``run`` (0 for none)."""
+    tops = []
+    for record in records:
+        instances = run.instances.get(record["file_name"])
+        tops.append(float(instances.scores.max()) if instances is not None and len(instances) else 0.0)
+    return tops
+
+
+def gate_for(tops, max_read_percent):
+    """
+    The least MIN_TOP_SCORE under which at most ``max_read_percent`` of images with these top scores are
+    read as a number (images whose top score is at least the gate are read).
+    """
+    ranked = sorted(tops, reverse=True)
+    allowed = int(len(ranked) * max_read_percent / 100.0)
+    if allowed >= len(ranked):
+        return 0.0
+    return min(float(np.nextafter(np.float32(ranked[allowed]), np.float32(2.0))), 1.0)
 
 
 def _empty_instances():
@@ -165,8 +193,15 @@ def tune(
     max_rungs=3,
     batch_size=8,
     progress=True,
+    digit_free=None,
+    max_free_read=2.0,
 ):
-    """Run the model of ``cfg`` once on ``dataset_name`` and measure every candidate threshold."""
+    """
+    Run the model of ``cfg`` once on ``dataset_name`` and measure every candidate threshold. With
+    ``digit_free`` (a registered dataset of images without digits), first choose the reader's
+    MIN_TOP_SCORE so that at most ``max_free_read`` percent of them are read as a number (``gate_for``);
+    the thresholds are then measured, and compared with the config's, under that gate.
+    """
     current = NumberReader.from_config(cfg)
     low = min(min(score_grid), min(pred_json_grid), min(current.score_threshs))
     run_cfg = cfg.clone()
@@ -174,7 +209,33 @@ def tune(
     run_cfg.DIGITS.PRED_JSON_SCORE_THRESH = low
     run_cfg.DIGITS.READER.SCORE_THRESHS = (low,)
     records = DatasetCatalog.get(dataset_name)
-    run = DigitPredictor(run_cfg).predict_files([r["file_name"] for r in records], batch_size, progress)
+    predictor = DigitPredictor(run_cfg)
+    run = predictor.predict_files([r["file_name"] for r in records], batch_size, progress)
+    free = {}
+    if digit_free:
+        free_records = DatasetCatalog.get(digit_free)
+        if any(r.get("annotations") for r in free_records):
+            raise ValueError(f"--digit-free {digit_free}: holds digit boxes; it must be images without digits")
+        free_run = predictor.predict_files([r["file_name"] for r in free_records], batch_size, progress)
+        tops = top_scores(free_run, free_records)
+        gate = gate_for(tops, max_free_read)
+
+        def read_share(reader):
+            readings = [
+                reader(i.pred_boxes.tensor, i.scores, i.pred_classes) if i is not None else -1
+                for i in (free_run.instances.get(r["file_name"]) for r in free_records)
+            ]
+            return 100.0 * sum(n != -1 for n in readings) / max(len(readings), 1)
+
+        before = read_share(current)
+        current = NumberReader(current.score_threshs, current.nms_thresh, current.max_digits, current.line_filter, gate)
+        free = {
+            "digit_free": digit_free,
+            "digit_free_images": len(free_records),
+            "min_top_score": gate,
+            "free_read_before": before,
+            "free_read_after": read_share(current),
+        }
 
     evaluator = NumberAccuracyEvaluator(dataset_name, current, distributed=False)
     evaluator.reset()
@@ -191,10 +252,11 @@ def tune(
         current.max_digits,
         max_rungs,
         current.line_filter,
+        current.min_top_score,
     )
     aps = pred_json_aps(evaluator.detections, dataset_name, pred_json_grid)
     _, ladder, nms_thresh = rows[0]
-    measured = NumberReader(ladder, nms_thresh, current.max_digits, current.line_filter)
+    measured = NumberReader(ladder, nms_thresh, current.max_digits, current.line_filter, current.min_top_score)
     truth = evaluator.ground_truth
 
     def right(reader):
@@ -214,6 +276,7 @@ def tune(
         best_reader=measured if adopt else current,
         best_pred_json_thresh=best_pred_json_thresh(aps),
         run=run,
+        **free,
     )
 
 
@@ -230,6 +293,7 @@ def reader_config_values(reader, pred_json_thresh):
         "DIGITS.READER.NMS_THRESH": float(reader.nms_thresh),
         "DIGITS.READER.MAX_DIGITS": int(reader.max_digits),
         "DIGITS.READER.LINE_FILTER": bool(reader.line_filter),
+        "DIGITS.READER.MIN_TOP_SCORE": float(reader.min_top_score),
         "DIGITS.PRED_JSON_SCORE_THRESH": float(pred_json_thresh),
     }
 
@@ -250,6 +314,7 @@ def write_reader_yaml(path, result, weights):
                 "NMS_THRESH": reader.nms_thresh,
                 "MAX_DIGITS": reader.max_digits,
                 "LINE_FILTER": reader.line_filter,
+                "MIN_TOP_SCORE": reader.min_top_score,
             },
         }
     }

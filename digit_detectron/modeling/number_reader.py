@@ -8,7 +8,9 @@ Detections are arrays (numpy or torch) of XYXY boxes, scores and classes 0..9 (=
 2. threshold ladder: the thresholds of ``score_threshs`` are tried in order, and the first one that
    keeps at least one digit gives the answer; if none does, the number is -1;
 3. more than ``max_digits`` digits is implausible: only the ``max_digits`` highest-scoring are kept;
-   with ``line_filter``, only the digits on the number's line are kept (``on_number_line``);
+   with ``line_filter``, only the digits on the number's line are kept (``on_number_line``); with
+   ``min_top_score``, nothing is read (-1) unless the most confident detection scores at least that
+   (a wall without digits rarely holds one detection that sure);
 4. the kept digits are put in reading order (``reading_order``) and joined into an int. Leading zeros
    vanish, as in the HW2 csv, which holds integers: digits 0, 7 read 7, and 0, 0 read 0.
 
@@ -141,26 +143,30 @@ def digits_to_number(digits):
     return int("".join(map(str, digits))) if digits else -1
 
 
-def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False):
+def read_number(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False, min_top_score=0.0):
     """The number shown by the detections (XYXY boxes, scores, classes 0..9), or -1; see the module docstring."""
     boxes, scores, classes = _as_tensors(boxes, scores, classes)
     keep = class_agnostic_nms(boxes, scores, nms_thresh, classes)
-    return read_after_nms(boxes[keep], scores[keep], classes[keep], score_threshs, max_digits, line_filter)
+    return read_after_nms(
+        boxes[keep], scores[keep], classes[keep], score_threshs, max_digits, line_filter, min_top_score
+    )
 
 
-def select_digits(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False):
+def select_digits(boxes, scores, classes, score_threshs, nms_thresh, max_digits, line_filter=False, min_top_score=0.0):
     """
     Indices (into the inputs) of the detections the number is read from, in reading order; empty when
     no digit passes. ``read_number`` reads the same digits: ``classes[select_digits(...)]``.
     """
     boxes, scores, classes = _as_tensors(boxes, scores, classes)
     keep = class_agnostic_nms(boxes, scores, nms_thresh, classes)
-    chosen = _chosen(boxes[keep], scores[keep], score_threshs, max_digits, line_filter)
+    chosen = _chosen(boxes[keep], scores[keep], score_threshs, max_digits, line_filter, min_top_score)
     return keep[chosen]
 
 
-def _chosen(boxes, scores, score_threshs, max_digits, line_filter):
+def _chosen(boxes, scores, score_threshs, max_digits, line_filter, min_top_score=0.0):
     """Steps 2-4 on detections in decreasing score order: indices of the digits read, in reading order."""
+    if not len(scores) or float(scores[0]) < min_top_score:
+        return torch.zeros(0, dtype=torch.int64)
     for thresh in score_threshs:
         n = min(int((scores >= thresh).sum()), max_digits)
         if n:
@@ -171,21 +177,24 @@ def _chosen(boxes, scores, score_threshs, max_digits, line_filter):
     return torch.zeros(0, dtype=torch.int64)
 
 
-def read_after_nms(boxes, scores, classes, score_threshs, max_digits, line_filter=False):
+def read_after_nms(boxes, scores, classes, score_threshs, max_digits, line_filter=False, min_top_score=0.0):
     """
     Steps 2-4 of the module docstring on tensors that ``class_agnostic_nms`` kept, in its order
     (decreasing score). NMS never lets a lower-scoring box suppress a higher one, so NMS over all boxes
     then thresholding equals thresholding then NMS: one NMS serves every rung of the ladder.
     """
-    chosen = _chosen(boxes, scores, score_threshs, max_digits, line_filter)
+    chosen = _chosen(boxes, scores, score_threshs, max_digits, line_filter, min_top_score)
     return digits_to_number(classes[chosen].tolist())
 
 
 class NumberReader:
     """Reads a number from detections with fixed thresholds: ``reader(boxes, scores, classes) -> int``."""
 
-    def __init__(self, score_threshs=(0.5,), nms_thresh=0.3, max_digits=6, line_filter=False):
+    def __init__(self, score_threshs=(0.5,), nms_thresh=0.3, max_digits=6, line_filter=False, min_top_score=0.0):
         self.line_filter = bool(line_filter)
+        self.min_top_score = float(min_top_score)
+        if not 0.0 <= self.min_top_score <= 1.0:
+            raise ValueError(f"reader MIN_TOP_SCORE must lie in [0, 1], got {min_top_score}")
         self.score_threshs = tuple(float(t) for t in score_threshs)
         self.nms_thresh = float(nms_thresh)
         self.max_digits = int(max_digits)
@@ -200,18 +209,18 @@ class NumberReader:
     def from_config(cls, cfg):
         """A reader with the cfg.DIGITS.READER thresholds."""
         r = cfg.DIGITS.READER
-        return cls(r.SCORE_THRESHS, r.NMS_THRESH, r.MAX_DIGITS, r.LINE_FILTER)
+        return cls(r.SCORE_THRESHS, r.NMS_THRESH, r.MAX_DIGITS, r.LINE_FILTER, r.MIN_TOP_SCORE)
 
     def __call__(self, boxes, scores, classes):
-        return read_number(
-            boxes, scores, classes, self.score_threshs, self.nms_thresh, self.max_digits, self.line_filter
-        )
+        return read_number(*self._args(boxes, scores, classes))
+
+    def _args(self, boxes, scores, classes):
+        return (boxes, scores, classes, self.score_threshs, self.nms_thresh, self.max_digits, self.line_filter,
+                self.min_top_score)  # fmt: skip
 
     def select(self, boxes, scores, classes):
         """Indices of the digits read, in reading order (``select_digits``)."""
-        return select_digits(
-            boxes, scores, classes, self.score_threshs, self.nms_thresh, self.max_digits, self.line_filter
-        )
+        return select_digits(*self._args(boxes, scores, classes))
 
     def read_instances(self, instances):
         """The number shown by a detectron2 ``Instances`` (pred_boxes, scores, pred_classes)."""
@@ -220,5 +229,5 @@ class NumberReader:
     def __repr__(self):
         return (
             f"NumberReader(score_threshs={self.score_threshs}, nms_thresh={self.nms_thresh}, "
-            f"max_digits={self.max_digits}, line_filter={self.line_filter})"
+            f"max_digits={self.max_digits}, line_filter={self.line_filter}, min_top_score={self.min_top_score})"
         )

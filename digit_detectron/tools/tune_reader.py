@@ -60,6 +60,13 @@ def get_parser():
             help=f"candidate {what} (default {','.join(f'{t:g}' for t in default)})",
         )
     parser.add_argument("--max-rungs", type=positive_int, default=3, help="most thresholds in a ladder (default 3)")
+    parser.add_argument(
+        "--digit-free",
+        metavar="DATASET",
+        help="registered dataset of images without digits (e.g. digits_valid_free): choose MIN_TOP_SCORE so that "
+        "at most --max-free-read percent of them are read as a number",
+    )
+    parser.add_argument("--max-free-read", type=float, default=2.0, help="percent (default 2)")
     parser.add_argument("--top", type=int, default=10, help="reader rows to print (default 10)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs, e.g. MODEL.WEIGHTS model.pth")
     return parser
@@ -70,9 +77,25 @@ def main(argv=None):
     setup_logging()
     cfg = model_config(args)
     cfg.freeze()
+    if not 0.0 <= args.max_free_read <= 100.0:
+        raise ValueError(f"--max-free-read: a percent in [0, 100], got {args.max_free_read}")
     result = reader_tuning.tune(
-        cfg, args.dataset, args.score_threshs, args.nms_threshs, args.pred_json_threshs, args.max_rungs, args.batch_size
+        cfg,
+        args.dataset,
+        args.score_threshs,
+        args.nms_threshs,
+        args.pred_json_threshs,
+        args.max_rungs,
+        args.batch_size,
+        digit_free=args.digit_free,
+        max_free_read=args.max_free_read,
     )
+    if result.digit_free:
+        print(
+            f"{result.digit_free} ({result.digit_free_images} images without digits): a number read on "
+            f"{result.free_read_before:.1f}% of them; with MIN_TOP_SCORE {result.min_top_score:.4g}: "
+            f"{result.free_read_after:.1f}%"
+        )
     print(result.run.summary() + (" (scored as images without detections)" if result.run.failures else ""))
 
     table = [[acc, ", ".join(f"{t:g}" for t in ladder), nms] for acc, ladder, nms in result.rows[: args.top]]

@@ -8,6 +8,7 @@ Synthetic SVHN-like house-number datasets in the NYCU HW2 layout (the embedded d
     ROOT/test_ood/1.png ...       ROOT/test_ood.json        out-of-style, never used to choose (optional)
     ROOT/test_wide/1.png ...      ROOT/test_wide.json       out-of-style, framed as the real test images (optional)
     ROOT/free/1.png ...           ROOT/free.json            out-of-style, test framing, no digit at all (optional)
+    ROOT/valid_free/1.png ...     ROOT/valid_free.json      the same kind, to choose the reader's gate (optional)
 
 Each json image entry also names the glyph source its digits were drawn from (``glyph_source``), so
 that the evaluation report can show accuracy per font.
@@ -44,12 +45,12 @@ from .render import render_sample
 from .styles import split_styles
 
 # In this order: a split's index is part of its images' seeds.
-SPLITS = ("train", "valid", "test", "valid_instyle", "test_ood", "test_wide", "free")
-LABELLED = ("train", "valid", "valid_instyle", "test_ood", "test_wide", "free")
+SPLITS = ("train", "valid", "test", "valid_instyle", "test_ood", "test_wide", "free", "valid_free")
+LABELLED = ("train", "valid", "valid_instyle", "test_ood", "test_wide", "free", "valid_free")
 # Share of each split's images framed as the real test images (the rest: the layout source's train framing).
-SPLIT_FRAMING = {"train": 0.25, "test_wide": 1.0, "free": 1.0}
+SPLIT_FRAMING = {"train": 0.25, "test_wide": 1.0, "free": 1.0, "valid_free": 1.0}
 # Share of each split's images that show no digit (hard negatives for training; all of "free").
-DIGIT_FREE_SHARE = {"train": 0.1, "free": 1.0}
+DIGIT_FREE_SHARE = {"train": 0.1, "free": 1.0, "valid_free": 1.0}
 CATEGORIES = [{"id": d + 1, "name": name} for d, name in enumerate(DIGIT_CLASSES)]
 
 
@@ -156,13 +157,14 @@ def generate_dataset(
     fonts=(),
     num_test_wide=0,
     num_free=0,
+    num_valid_free=0,
 ):
     """
     Write a synthetic dataset under ``root`` and return a summary dict (counts, styles, geometry
     source, wall-clock images/s, worker start-up included). ``valid_instyle`` and ``test_ood`` are
-    written only when asked for,
-    and so are ``test_wide`` and ``free``. ``geometry``: see ``layout.build_layout_sampler``. ``fonts``: font
-    files added to the in-style glyph sources (``styles.split_styles``; recorded in the jsons).
+    written only when asked for, and so are ``test_wide``, ``free`` and ``valid_free``. ``geometry``: see
+    ``layout.build_layout_sampler``. ``fonts``: font files added to the in-style glyph sources
+    (``styles.split_styles``; recorded in the jsons).
     Existing split folders or jsons are an error unless ``overwrite``. Everything is written into a
     hidden staging folder under ``root`` and moved into place at the end, so an interrupted run leaves
     no partial split.
@@ -175,6 +177,7 @@ def generate_dataset(
         "test_ood": num_test_ood,
         "test_wide": num_test_wide,
         "free": num_free,
+        "valid_free": num_valid_free,
     }
     for split, n in counts.items():
         if not isinstance(n, (int, np.integer)) or n < 0:

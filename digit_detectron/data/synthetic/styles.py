@@ -111,6 +111,7 @@ SPLIT_STYLES = {
     "test_ood": OUT_OF_STYLE,
     "test_wide": OUT_OF_STYLE,
     "free": OUT_OF_STYLE,
+    "valid_free": OUT_OF_STYLE,
 }
 
 
