@@ -6,8 +6,9 @@ inference pass per split (the detections are kept and read again by each variant
     python benchmarks/reader_variants.py --weights output/demo/train/model_best.pth \\
         --datasets digits_valid digits_test_ood digits_test_wide digits_free --output output/reader_variants
 
-Variants: the bundle's reader as it is, and with the number-line filter
-(``DIGITS.READER.LINE_FILTER``, modeling/number_reader.on_number_line) switched the other way. On a
+Variants: the bundle's reader as it is, with the number-line filter (``DIGITS.READER.LINE_FILTER``,
+modeling/number_reader.on_number_line) switched the other way, and without the gate
+(``DIGITS.READER.MIN_TOP_SCORE`` 0) where the bundle has one. On a
 digit-free split (no boxes) "accuracy" is the share of images read as no number. Writes
 reader_variants.json / .md into --output.
 """
@@ -54,9 +55,13 @@ def main(argv=None):
     variants = {
         f"line filter {'on' if base.line_filter else 'off'} (the bundle's)": base,
         f"line filter {'off' if base.line_filter else 'on'}": NumberReader(
-            base.score_threshs, base.nms_thresh, base.max_digits, not base.line_filter
+            base.score_threshs, base.nms_thresh, base.max_digits, not base.line_filter, base.min_top_score
         ),
     }
+    if base.min_top_score > 0:
+        variants[f"without the gate (MIN_TOP_SCORE {base.min_top_score:.3g} -> 0)"] = NumberReader(
+            base.score_threshs, base.nms_thresh, base.max_digits, base.line_filter
+        )
     results = {}
     for name in args.datasets:
         evaluator = NumberAccuracyEvaluator(name, base, distributed=False)

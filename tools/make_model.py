@@ -5,7 +5,7 @@
 
 1. `tools/demo.py` with configs/digits_ready.yaml (digits_cpu.yaml without ResNet-18's last stage), 8,000
    synthetic train images laid out from the shipped layout statistics (``--geometry parametric``: the same
-   data from any clone, with or without ../shared), 6 epochs, seed 11: training, reader tuning,
+   data from any clone, with or without ../shared), 5 epochs, seed 11: training, reader tuning,
    evaluation on every split (valid, valid_instyle, test_ood, test_wide, free), predict, export;
 2. the tuned best checkpoint as a slim bundle (weights in float16, its config, no optimizer):
    ``digit_detectron/weights/digits_ready.pth``;
@@ -34,7 +34,7 @@ def get_parser():
     parser.add_argument("--data", default=os.path.join("datasets", "digits_model"))
     parser.add_argument("--output", default=os.path.join("output", "model"))
     parser.add_argument("--train", type=int, default=8000)
-    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--config-file", default="digits_ready.yaml")
     return parser
