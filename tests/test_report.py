@@ -36,6 +36,8 @@ from conftest import REPO_ROOT, write_digit_dataset
         ("321", "123", "wrong order"),
         ("13", "123", "missed digit"),
         ("", "", "correct"),
+        ("0", "", "extra digit"),  # a wall without digits read as "0" is a number read where there is none
+        ("7", "", "extra digit"),
     ],
 )
 def test_each_error_kind(read, truth, kind):

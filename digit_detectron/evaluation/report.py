@@ -73,8 +73,8 @@ def number_error_kind(read, truth):
     """
     if read == truth:
         return "correct"
-    if read and read.lstrip("0") == truth.lstrip("0"):
-        return "leading zero"
+    if read and truth and read.lstrip("0") == truth.lstrip("0"):
+        return "leading zero"  # the same int (a wall without digits, truth "", read "0": an extra digit)
     if not read:
         return "nothing detected"
     if sorted(read) == sorted(truth):
