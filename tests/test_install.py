@@ -58,6 +58,11 @@ def test_train_predict_read_export_run_outside_the_checkout(installed):
     assert out.count("drawn:") == 2
     run([*cmd, "export", "--weights", bundle, "--format", "onnx", "--output", "export", "--images", test], work, env)
     assert (work / "export" / "digit_runtime.py").is_file()
+    # The ready model travels in the wheel: read without --weights, from elsewhere.
+    example = os.path.join(REPO_ROOT, "docs", "images", "example_396.png")
+    out = run([*cmd, "read", example, "--output", "ready"], work, env)
+    assert f"{example}: 396 " in out
+    assert os.path.isfile(tmp / "site" / "digit_detectron" / "weights" / "digits_ready.onnx")
 
 
 BLOCK_DETECTRON2 = "import sys; sys.modules['detectron2'] = None; "  # as if it were not installed

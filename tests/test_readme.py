@@ -122,7 +122,7 @@ def test_the_readme_reading_and_export_commands_run_on_the_trained_model(hw2_rou
     out = run([sys.executable, str(script)], tmp, env)
     assert re.search(r"NUMBER -?\d+ \d+", out) and (tmp / "photo_read.png").is_file()
 
-    read_line = next(line for line in text.splitlines() if line.startswith("digit-detectron read "))
+    read_line = next(line for line in text.splitlines() if line.startswith("digit-detectron read photo.png"))
     out = run(command_argv(read_line.split("#")[0]), tmp, env)
     assert out.startswith("photo.png: ") and (tmp / "read" / "photo_read.png").is_file()
     for line in block_after(text, "## Export").splitlines():
