@@ -71,13 +71,13 @@ def test_a_slim_bundle_is_float16_weights_and_config_and_reads_like_the_original
     floats = [v for v in data["model"].values() if torch.is_floating_point(v)]
     assert floats and all(v.dtype == torch.float16 for v in floats)
     assert os.path.getsize(slim) < 0.6 * os.path.getsize(bundle)
-    image = (torch.rand(48, 120, 3) * 255).to(torch.uint8).numpy()
-    a = DigitReader(bundle, device="cpu").predictor([image])[0]
-    b = DigitReader(slim, device="cpu").predictor([image])[0]
-    assert len(a) == len(b)
-    if len(a):  # float16 storage moves boxes by a fraction of a pixel and scores by little
-        assert (a.pred_boxes.tensor - b.pred_boxes.tensor).abs().max() < 1.0
-        assert (a.scores - b.scores).abs().max() < 0.02
+    # The weights load back into the float32 model, each within float16's rounding of the original.
+    a = DigitReader(bundle, device="cpu").predictor.model.state_dict()
+    b = DigitReader(slim, device="cpu").predictor.model.state_dict()
+    for key, value in a.items():
+        assert b[key].dtype == value.dtype
+        if torch.is_floating_point(value):
+            assert torch.allclose(b[key], value, rtol=1e-3, atol=1e-4), key
     with pytest.raises(BundleError, match="not a bundle"):
         plain = tmp_path / "plain.pth"
         torch.save({"model": full["model"]}, plain)
@@ -88,5 +88,5 @@ def test_without_a_shipped_ready_model_the_reader_says_how_to_get_one(monkeypatc
     from digit_detectron.inference import reader_api
 
     monkeypatch.setattr(reader_api, "READY_MODEL", str(tmp_path / "weights" / "digits_ready.pth"))
-    with pytest.raises(BundleError, match="ships no ready model; pass a model .* make model"):
+    with pytest.raises(BundleError, match="ships no ready model; pass a model .*make model"):
         DigitReader(device="cpu")

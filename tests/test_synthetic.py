@@ -524,7 +524,9 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     changed (e.g. a new default, new fonts), and uses any other dataset (HW2's) as it is."""
     demo = load_demo_tool()
     root = str(tmp_path / "digits")
-    generate_dataset(root, 4, 2, 2, seed=3, geometry=PARAMETRIC, num_test_ood=3, num_test_wide=2, num_free=2)
+    generate_dataset(
+        root, 4, 2, 2, seed=3, geometry=PARAMETRIC, num_test_ood=3, num_test_wide=2, num_free=2, num_valid_free=2
+    )
     assert demo.synthetic_data_made(root) == (4, 3, 3, True)
     free_json = os.path.join(root, "free.json")
     os.rename(free_json, free_json + ".away")  # made before the digit-free split existed
