@@ -1,20 +1,22 @@
 #!/usr/bin/env python
 """
-`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): 29 minutes measured on an
-AMD EPYC with AVX-512 bf16, set-up included (run 15; run 12's recipe took 25 on a Sapphire Rapids Xeon,
-and the recipe before it 38 on an AMD EPYC without AVX-512, float32 training there).
+`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): about 30 minutes on an
+AMD EPYC with AVX-512 bf16, set-up included; longer on CPUs without AVX-512 (benchmarks/speed.md).
+Training prints an estimate of the time left for every phase after its first steps.
 
 1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present in the
-   size, seed and styles asked for: train in-style, valid / test / test_ood out-of-style, valid_instyle
+   size, seed and styles asked for: train in-style (a tenth digit-free walls, a quarter in the real test
+   framing), valid / test / test_ood / test_wide / free / valid_free out-of-style, valid_instyle
    in-style;
 2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation on the out-of-style
    validation split, whose AP picks the best checkpoint), in two one-thread processes on 2+ cores
    (``--processes``; 0.38 against 0.43 s per step for one two-thread process, benchmarks/speed.md);
-3. measure the number reader's thresholds on the out-of-style validation split (tools/tune_reader.py),
-   which writes them into the best checkpoint, a model bundle (its config inside: no --config-file
-   from here on);
+3. measure the number reader's thresholds on the out-of-style validation split and its gate on the
+   digit-free valid_free split (tools/tune_reader.py --digit-free), which writes them into the best
+   checkpoint, a model bundle (its config inside: no --config-file from here on);
 4. evaluate that bundle, as a user gets it, on valid (out-of-style; it chose the checkpoint and the
-   thresholds), test_ood (out-of-style, chose nothing; 2,000 images, ``--test-ood``) and valid_instyle
+   thresholds), test_ood (out-of-style, chose nothing; 2,000 images, ``--test-ood``), test_wide (the
+   real test framing), free (walls without digits: the share read as a number) and valid_instyle
    (COCO AP + number accuracy; OUT/eval/eval_results.json; the evaluation report of each split, with
    the accuracy per font, OUT/eval/report/<split>/);
 5. predict the test split into pred.json / pred.csv (tools/predict.py);
