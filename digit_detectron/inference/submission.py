@@ -17,7 +17,6 @@ runs, so a second run into the same folder stops with one line instead of mixing
 """
 
 import csv
-import hashlib
 import json
 import math
 import os
@@ -33,7 +32,7 @@ from ..data.datasets import (
     image_id_from_filename,
     read_json,
 )
-from ..utils.io import atomic_write_json, remove_stale_temporaries, temporary_beside
+from ..utils.io import atomic_write_json, remove_stale_temporaries, sha256_of, temporary_beside
 
 PRED_JSON = "pred.json"
 PRED_CSV = "pred.csv"
@@ -112,8 +111,8 @@ def write_predictions(output_dir, run, image_ids, reader, pred_json_score_thresh
             "written": time.strftime("%Y-%m-%d %H:%M:%S"),
             "images": len(rows),
             "boxes": len(boxes),
-            PRED_JSON: _sha256(staged[0][0]),
-            PRED_CSV: _sha256(staged[1][0]),
+            PRED_JSON: sha256_of(staged[0][0]),
+            PRED_CSV: sha256_of(staged[1][0]),
         }
         atomic_write_json(manifest_path, manifest, indent=2)  # before the renames: it names the new pair
         for tmp, path in staged:
@@ -131,14 +130,6 @@ def _write_csv(f, rows):
     writer.writerows(rows)
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_pair(pred_json, pred_csv):
     """
     A DatasetError unless ``pred_manifest.json`` beside ``pred_json`` vouches for both files (one run
@@ -149,7 +140,7 @@ def check_pair(pred_json, pred_csv):
         return None
     manifest = read_json(manifest_path, "prediction manifest")
     for path, key in ((pred_json, PRED_JSON), (pred_csv, PRED_CSV)):
-        if path is not None and os.path.isfile(path) and manifest.get(key) != _sha256(path):
+        if path is not None and os.path.isfile(path) and manifest.get(key) != sha256_of(path):
             raise DatasetError(
                 f"{path}: not the file that run {manifest.get('run_id')} wrote ({manifest_path}): "
                 "pred.json and pred.csv may come from different runs; run tools/predict.py again"

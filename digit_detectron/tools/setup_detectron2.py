@@ -30,6 +30,8 @@ import sys
 import tempfile
 import zipfile
 
+from ..utils.io import sha256_of
+
 DIST = "sal-detectron2"
 VERSION = "0.7.2"
 WHEEL_NAME = "sal_detectron2-0.7.2-cp310-none-any.whl"
@@ -40,14 +42,6 @@ DIST_INFO = "sal_detectron2-0.7.2.dist-info"
 
 class SetupError(Exception):
     """A step of the installation failed; the message says which and what to do."""
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download_wheel(folder):

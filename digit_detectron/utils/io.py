@@ -1,6 +1,7 @@
 """Atomic file writes: a reader never sees a half-written file, whatever kills the writer."""
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -97,3 +98,12 @@ def remove_stale_temporaries(path):
         with contextlib.suppress(FileNotFoundError):
             os.remove(f)
     return stale
+
+
+def sha256_of(path):
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB chunks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
