@@ -13,12 +13,12 @@ digit-free split (no boxes) "accuracy" is the share of images read as no number.
 reader_variants.json / .md into --output.
 """
 
-import json
 import os
 
 import torch
 from detectron2.evaluation import inference_on_dataset
 
+from digit_detectron.analysis.benchmark import write_table
 from digit_detectron.config import get_model_cfg
 from digit_detectron.data.datasets import get_dataset_dicts
 from digit_detectron.engine.trainer import DigitTrainer
@@ -80,8 +80,6 @@ def main(argv=None):
             for variant, reader in variants.items()
         }
     os.makedirs(args.output, exist_ok=True)
-    with open(os.path.join(args.output, "reader_variants.json"), "w") as f:
-        json.dump(results, f, indent=2)
     lines = [
         "| split | reader | accuracy % | extra digit | wrong digit | missed digit | nothing read |",
         "|---|---|---|---|---|---|---|",
@@ -94,8 +92,7 @@ def main(argv=None):
                 for kind in ("extra digit", "wrong digit", "missed digit", "nothing detected")
             ]
             lines.append(f"| {name} | {variant} | {r['accuracy']:.2f} | " + " | ".join(cells) + " |")
-    with open(os.path.join(args.output, "reader_variants.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_table(args.output, "reader_variants", results, "\n".join(lines))
     print("\n".join(lines))
     return results
 

@@ -18,10 +18,10 @@ install it into a folder of its own and put that folder on PYTHONPATH. Writes vs
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 
+from digit_detectron.analysis.benchmark import machine_info, write_table
 from digit_detectron.utils.cli import argument_parser, run_tool
 
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "DIGITS_BF16": "off"}
@@ -68,13 +68,12 @@ print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start})
 
 
 def cpu_name():
+    """The CPU model (``machine_info``) and its widest vector ISA, from /proc/cpuinfo's flags."""
     try:
         with open("/proc/cpuinfo") as f:
-            text = f.read()
+            flags = next((line for line in f if line.startswith("flags")), "")
     except OSError:
-        return platform.processor() or "unknown"
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "?")
-    flags = next((line for line in text.splitlines() if line.startswith("flags")), "")
+        flags = ""
     isa = (
         "AVX-512 bf16"
         if "avx512_bf16" in flags
@@ -84,7 +83,7 @@ def cpu_name():
         if "avx2" in flags
         else "?"
     )
-    return f"{name} ({isa})"
+    return f"{machine_info()['cpu']} ({isa})"
 
 
 def child(code, argv, env):
@@ -137,8 +136,6 @@ def main(argv=None):
     )
     os.makedirs(args.output, exist_ok=True)
     result = {"machine": machine, "threads": int(threads), "images": len(files), "folder": args.images, "rows": rows}
-    with open(os.path.join(args.output, "vs_yolo.json"), "w") as f:
-        json.dump(result, f, indent=2)
     lines = [
         f"{machine}; {threads} threads; {len(files)} images of {args.images}",
         "",
@@ -146,8 +143,7 @@ def main(argv=None):
         "|---|---|",
     ]
     lines += [f"| {name} | {ips:.1f} |" for name, ips in rows]
-    with open(os.path.join(args.output, "vs_yolo.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_table(args.output, "vs_yolo", result, "\n".join(lines))
     print("\n".join(lines))
     return result
 
