@@ -46,6 +46,7 @@ def model_metadata(cfg, fmt, weights):
         "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
         "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
         "score_thresh_test": float(cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST),
+        "pred_json_score_thresh": float(cfg.DIGITS.PRED_JSON_SCORE_THRESH),
         "reader": {
             "score_threshs": [float(t) for t in reader.SCORE_THRESHS],
             "nms_thresh": float(reader.NMS_THRESH),

@@ -11,8 +11,14 @@ The Python API: read house numbers with a trained model in two lines::
 Inputs: a path (str or os.PathLike), a numpy array (H x W x 3 uint8, **BGR** as OpenCV gives it;
 pass ``channels="RGB"`` for RGB arrays; H x W grayscale is accepted), a PIL image, or a list of these
 (read in batches). ``reader.read_folder(folder)`` reads every image of a folder.
+
+The engine: ``DigitReader()`` runs the ready model's ONNX export on ONNX Runtime when onnxruntime is
+installed (``pip install "digit-detectron[export]"``; several images at once, one core each: the
+fastest on a CPU) and its PyTorch bundle otherwise, or on a GPU; both read the same numbers
+(tests/test_ready_model.py). ``engine="torch"`` keeps PyTorch, the reference path.
 """
 
+import importlib.util
 import numbers
 import os
 from dataclasses import dataclass, field
@@ -33,6 +39,12 @@ from .predictor import DigitPredictor, list_input_images
 __all__ = ["Digit", "DigitReader", "ReadResult"]
 
 CHANNELS = ("BGR", "RGB")
+ENGINES = ("auto", "onnx", "torch")
+
+
+def onnxruntime_installed():
+    """Whether onnxruntime can be imported here (without importing it)."""
+    return importlib.util.find_spec("onnxruntime") is not None
 
 
 @dataclass(frozen=True)
@@ -108,18 +120,36 @@ class DigitReader:
     exported by tools/export_model.py (``model.onnx`` / ``model.ts`` with its model.json); None (the
     default): the ready model shipped in the package (``READY_MODEL``, docs/model_card.md); ``opts``:
     config KEY VALUE overrides; ``device``: "auto" (default: cuda when torch sees a GPU, else cpu),
-    "cpu" or "cuda" (PyTorch models); ``batch_size``: images per forward pass (at least 1).
+    "cpu" or "cuda"; ``batch_size``: images per forward pass (at least 1); ``engine``: "auto" (the ready
+    model on ONNX Runtime when it is installed and the device is the CPU, else PyTorch; a named model
+    on what its file is), "onnx" (the ready model's ONNX export, or an exported model) or "torch".
     """
 
-    def __init__(self, model=None, config_file=None, opts=(), device="auto", batch_size=16):
-        model = ready_model() if model is None else os.fspath(model)
+    def __init__(self, model=None, config_file=None, opts=(), device="auto", batch_size=16, engine="auto"):
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        device = resolve_device(device)
+        if model is None:
+            exported = engine == "onnx" or (
+                engine == "auto" and device == "cpu" and not config_file and not opts and onnxruntime_installed()
+            )
+            model = ready_model(exported=exported)
+        model = os.fspath(model)
+        if engine == "onnx" and not model.endswith(EXPORTED_SUFFIXES):
+            raise BundleError(
+                f"{model}: engine 'onnx' runs an exported model; export this one first "
+                f"(digit-detectron export --format onnx --weights {model} --output DIR)"
+            )
+        if engine == "onnx" and not onnxruntime_installed():
+            raise BundleError('engine "onnx" needs onnxruntime: pip install "digit-detectron[export]"')
         self.batch_size = int(batch_size)
         self.exported = None
+        self.engine = "onnx" if model.endswith(".onnx") else "torchscript" if model.endswith(".ts") else "torch"
         if model.endswith(EXPORTED_SUFFIXES):
             try:
-                self.exported = ExportedModel(model, device=resolve_device(device))
+                self.exported = ExportedModel(model, threads=torch.get_num_threads(), device=device)
             except RuntimeModelError as e:
                 raise BundleError(str(e)) from None
             r = self.exported.meta["reader"]
@@ -153,7 +183,7 @@ class DigitReader:
         """Every image of a folder (or glob), batched by aspect ratio: {path: ReadResult}, in file order."""
         files = list_input_images(os.fspath(folder))
         if self.exported is not None:
-            return {path: self._read_file_exported(path) for path in files}
+            return dict(zip(files, self.exported.map(self._read_file_exported, files)))
         run = self.predictor.predict_files(files, batch_size=self.batch_size, progress=progress)
         results = {}
         for path in files:
@@ -178,7 +208,8 @@ class DigitReader:
             images.append(image)
             names.append(name)
         if self.exported is not None:
-            return [self._result(*self.exported.detect(im), im, name) for im, name in zip(images, names)]
+            found = self.exported.detect_many(images)
+            return [self._result(*f, im, name) for f, im, name in zip(found, images, names)]
         results = []
         for inst, image, name in zip(self.predictor(images), images, names):
             results.append(self._result(inst.pred_boxes.tensor, inst.scores, inst.pred_classes, image, name))

@@ -5,16 +5,24 @@ Predict digit boxes and house numbers for a folder of images; writes the HW2 sub
     python tools/predict.py --weights output/digits_cpu/model_best.pth --input datasets/digits/test --output output/pred
     python tools/predict.py --config-file configs/digits_cpu.yaml --input datasets/digits/test \\
         --output output/pred MODEL.WEIGHTS plain_detectron2_checkpoint.pth
+    python tools/predict.py --weights output/export/model.onnx --input datasets/digits/test --output output/pred
+
+A model exported to ONNX (``digit-detectron export --format onnx``) runs on ONNX Runtime, several
+images at once with one thread each: the fastest route on a CPU (benchmarks/speed.md). Its thresholds
+are those it was exported with (model.json: the reader's, and pred.json's score threshold).
 """
 
 import argparse
 
 from digit_detectron import apply_test_mode
-from digit_detectron.config import model_config
-from digit_detectron.inference.predictor import DigitPredictor, list_input_images
+from digit_detectron.config import get_digit_cfg, model_config
+from digit_detectron.export.runtime import ExportedModel, RuntimeModelError
+from digit_detectron.inference.predictor import DigitPredictor, list_input_images, predict_files_exported
 from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
 from digit_detectron.modeling.number_reader import NumberReader
 from digit_detectron.utils.cli import add_model_flags, argument_parser, positive_int, run_tool, setup_logging
+from digit_detectron.utils.device import resolve_device
+from digit_detectron.utils.errors import ConfigError
 from digit_detectron.utils.io import ensure_writable_dir
 from digit_detectron.utils.lock import OutputLock
 
@@ -63,9 +71,40 @@ def setup_cfg(args):
     return cfg
 
 
+EXPORTED_SUFFIXES = (".onnx", ".ts")
+
+
+def exported_model(args):
+    """(ExportedModel, NumberReader, pred.json score threshold) of ``--weights model.onnx`` / ``.ts``."""
+    import torch
+
+    for flag, given in (
+        ("--config-file", args.config_file),
+        ("--test-mode", args.test_mode),
+        ("config KEY VALUE opts", args.opts),
+    ):
+        if given:
+            raise ConfigError(f"{flag}: an exported model ({args.weights}) runs with the settings it was exported with")
+    try:
+        model = ExportedModel(
+            args.weights, threads=torch.get_num_threads(), device=resolve_device(args.device or "auto")
+        )
+    except RuntimeModelError as e:
+        raise ConfigError(str(e)) from None
+    r = model.meta["reader"]
+    reader = NumberReader(
+        r["score_threshs"], r["nms_thresh"], r["max_digits"], r.get("line_filter", False), r.get("min_top_score", 0.0)
+    )
+    meta = model.meta  # exports before pred_json_score_thresh was recorded: the default config's
+    score_thresh = float(meta.get("pred_json_score_thresh", get_digit_cfg().DIGITS.PRED_JSON_SCORE_THRESH))
+    return model, reader, score_thresh
+
+
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
+    if args.weights and args.weights.endswith(EXPORTED_SUFFIXES):
+        return predict_exported(args)
     cfg = setup_cfg(args)
     files = list_input_images(args.input)
     image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
@@ -77,6 +116,21 @@ def main(argv=None):
         print(run.summary())
         json_path, csv_path = write_predictions(args.output, run, image_ids, reader, cfg.DIGITS.PRED_JSON_SCORE_THRESH)
     print(f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader})")
+    return run
+
+
+def predict_exported(args):
+    model, reader, score_thresh = exported_model(args)
+    files = list_input_images(args.input)
+    image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
+    ensure_writable_dir(args.output)
+    with OutputLock(args.output, job="predict"):
+        run = predict_files_exported(model, files)
+        print(run.summary())
+        json_path, csv_path = write_predictions(args.output, run, image_ids, reader, score_thresh)
+    print(
+        f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader}, {model.path} on {model.workers} worker(s))"
+    )
     return run
 
 
