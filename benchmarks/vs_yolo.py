@@ -4,15 +4,22 @@ Predict images/s of digit-detectron against Ultralytics YOLO11n on the same imag
 one process each, in one run::
 
     PYTHONPATH=/path/to/ultralytics/site python benchmarks/vs_yolo.py --weights output/demo/train/model_best.pth \\
-        --images datasets/digits/test_wide --threads 2 --output output/vs_yolo [--avx2]
+        --onnx out/model.onnx --onnx-int8 out/model_int8.onnx --images datasets/digits/test_wide \\
+        --output output/vs_yolo [--avx2]
 
-Rows: digit-detectron's ``DigitPredictor.predict_files`` (decode, resize, model, post-processing, the
-shipped inference options), the same with bf16 off, the exported ONNX model through ONNX Runtime when
-``--onnx`` names one (one image per call), and YOLO11n through Ultralytics' own predict loop (decode,
-letterbox, network, NMS) at ``imgsz`` 128 with untrained weights (``yolo11n.yaml``: no download; almost
-no box reaches its NMS). ``--avx2`` runs every row as an AVX2-only CPU does (``ATEN_CPU_CAPABILITY=avx2``,
-``ONEDNN_MAX_CPU_ISA=AVX2``, ``DIGITS_BF16=off``). Ultralytics is not a dependency of this project:
-install it into a folder of its own and put that folder on PYTHONPATH. Writes vs_yolo.json / .md.
+Rows: digit-detectron's PyTorch ``DigitPredictor.predict_files`` (decode, resize, model, post-processing,
+the shipped inference options), the same with bf16 off, ``predict --weights model.onnx``'s loop
+(``predict_files_exported``: ONNX Runtime, ``threads`` images at once with one thread each, decode and
+resize in the workers) for ``--onnx`` and ``--onnx-int8``, and YOLO11n through Ultralytics' own predict
+loop (decode, letterbox, network, NMS) at ``imgsz`` 128 with untrained weights (``yolo11n.yaml``: no
+download; almost no box reaches its NMS): once in one process on ``threads`` threads, as the issue asks,
+and once as ``threads`` processes of one thread each on their share of the files, side by side (the
+way ONNX Runtime is run here; images/s = all images / from the first start to the last end of the timed
+loops). ``--avx2`` runs every row as an AVX2-only CPU does (``ATEN_CPU_CAPABILITY=avx2``,
+``ONEDNN_MAX_CPU_ISA=AVX2``, ``DIGITS_BF16=off``); ONNX Runtime has no such switch (its kernels pick the
+ISA from the CPU), so its rows under ``--avx2`` are the native figures and are marked so. Ultralytics
+is not a dependency of this project: install it into a folder of its own and put that folder on
+PYTHONPATH. Writes vs_yolo.json / .md.
 """
 
 import glob
@@ -41,14 +48,14 @@ print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start})
 
 ONNX_CHILD = r"""
 import json, sys, time
-from digit_detectron.export.runtime import ExportedModel, load_image
+from digit_detectron.export.runtime import ExportedModel
+from digit_detectron.inference.predictor import predict_files_exported
 model = ExportedModel(sys.argv[1], threads=int(sys.argv[3]))
 files = json.loads(sys.argv[2])
-for f in files[:32]:
-    model.read(load_image(f))
+predict_files_exported(model, files[:32], progress=False)
 start = time.perf_counter()
-for f in files:
-    model.read(load_image(f))
+run = predict_files_exported(model, files, progress=False)
+assert not run.failures, run.failures
 print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start}))
 """
 
@@ -60,11 +67,40 @@ torch.set_num_threads(threads)
 model = YOLO("yolo11n.yaml")
 for f in files[:32]:
     model.predict(f, imgsz=128, device="cpu", verbose=False)
-start = time.perf_counter()
+if len(sys.argv) > 3:  # one of several processes: start together, report the wall-clock span
+    while time.time() < float(sys.argv[3]):
+        time.sleep(0.001)
+start, t0 = time.perf_counter(), time.time()
 for f in files:
     model.predict(f, imgsz=128, device="cpu", verbose=False)
-print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start}))
+print(json.dumps({"images": len(files), "seconds": time.perf_counter() - start, "start": t0, "end": time.time()}))
 """
+
+
+def yolo_processes(files, processes, env):
+    """images/s of ``processes`` YOLO11n processes of one thread each on their share of ``files``, side by side."""
+    import time
+
+    shares = [files[i::processes] for i in range(processes)]
+    go = time.time() + 20  # after every process has imported torch and built its model
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", YOLO_CHILD, json.dumps(share), "1", str(go)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(env, OMP_NUM_THREADS="1"),
+        )
+        for share in shares
+    ]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise RuntimeError(f"benchmark child failed: {err.strip().splitlines()[-1:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    span = max(r["end"] for r in results) - min(r["start"] for r in results)
+    return sum(r["images"] for r in results) / span
 
 
 def cpu_name():
@@ -99,6 +135,7 @@ def get_parser():
     parser.add_argument("--weights", required=True, help="digit-detectron model bundle")
     parser.add_argument("--images", required=True, help="folder of images (e.g. a split in the real test framing)")
     parser.add_argument("--onnx", default=None, help="also time this exported model.onnx")
+    parser.add_argument("--onnx-int8", default=None, help="also time this int8 model (export --int8)")
     parser.add_argument("--num", type=int, default=500, help="images timed (after 32 of warm-up)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--avx2", action="store_true", help="run as an AVX2-only CPU does (see above)")
@@ -122,15 +159,24 @@ def main(argv=None):
     if not args.avx2:
         off = [args.weights, listing, batch, "DIGITS.INFERENCE.BACKBONE_BF16", "off"]
         rows.append(("digit-detectron predict, float32", child(DIGITS_CHILD, off, env)))
-    if args.onnx:
+    ort_note = ", native ISA: ONNX Runtime has no AVX2 switch" if args.avx2 else ""
+    for label, path in (("float32", args.onnx), ("int8", args.onnx_int8)):
+        if path:
+            name = f"predict --weights model.onnx ({label}, ONNX Runtime, {threads} images at once{ort_note})"
+            rows.append((name, child(ONNX_CHILD, [path, listing, threads], env)))
+    if not args.no_yolo:
         rows.append(
             (
-                "exported model.onnx (ONNX Runtime, 1 image a call)",
-                child(ONNX_CHILD, [args.onnx, listing, threads], env),
+                f"YOLO11n, imgsz 128, Ultralytics predict, 1 process x {threads} threads (untrained)",
+                child(YOLO_CHILD, [listing, threads], env),
             )
         )
-    if not args.no_yolo:
-        rows.append(("YOLO11n, imgsz 128, Ultralytics predict (untrained)", child(YOLO_CHILD, [listing, threads], env)))
+        rows.append(
+            (
+                f"YOLO11n, the same, {threads} processes x 1 thread side by side",
+                yolo_processes(files, int(threads), env),
+            )
+        )
     machine = cpu_name() + (
         ", run as AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, bf16 off)" if args.avx2 else ""
     )

@@ -35,6 +35,17 @@ def wide_images(tmp_path_factory):
     return root, files
 
 
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """The ready bundle exported again: model.onnx (float32) and model_int8.onnx (checked loosely: 60 images)."""
+    from digit_detectron.tools import export_model
+
+    out = tmp_path_factory.mktemp("export")
+    args = ["--weights", READY_MODEL, "--format", "onnx", "--int8", "--output", str(out)]
+    export_model.main([*args, "--calibration-images", "24", "--int8-check-images", "60", "--int8-tolerance", "5"])
+    return out
+
+
 def test_images_at_once_equal_one_at_a_time(wide_images):
     _, files = wide_images
     images = [load_image(f) for f in files]
@@ -72,9 +83,10 @@ def test_the_runtime_command_reads_many_files_in_order(wide_images, capsys):
     assert "threads" in capsys.readouterr().err
 
 
-def test_the_reader_picks_onnx_runtime_and_reads_what_pytorch_reads(wide_images, tmp_path):
+def test_the_reader_picks_onnx_runtime_and_reads_what_pytorch_reads(wide_images, exported):
     root, files = wide_images
-    onnx_reader = DigitReader(device="cpu")
+    assert DigitReader(device="cpu").engine == "onnx"  # the ready model: its int8 export
+    onnx_reader = DigitReader(str(exported / "model.onnx"))
     assert onnx_reader.engine == "onnx"
     torch_reader = DigitReader(
         device="cpu", engine="torch", opts=["DIGITS.INFERENCE.BACKBONE_BF16", "off"], batch_size=1
@@ -92,10 +104,10 @@ def test_the_reader_picks_onnx_runtime_and_reads_what_pytorch_reads(wide_images,
         DigitReader(READY_MODEL, engine="onnx")
 
 
-def test_predict_on_onnx_writes_what_pytorch_writes(wide_images, tmp_path):
+def test_predict_on_onnx_writes_what_pytorch_writes(wide_images, exported, tmp_path):
     root, _ = wide_images
     folder = str(root / "test_wide")
-    predict.main(["--weights", READY_MODEL_ONNX, "--input", folder, "--output", str(tmp_path / "onnx")])
+    predict.main(["--weights", str(exported / "model.onnx"), "--input", folder, "--output", str(tmp_path / "onnx")])
     predict.main(
         [
             "--weights",
@@ -136,43 +148,33 @@ def test_predict_refuses_settings_an_exported_model_cannot_take(wide_images, tmp
     assert "Traceback" not in proc.stderr
 
 
-@pytest.fixture(scope="module")
-def int8_export(tmp_path_factory):
-    from digit_detectron.tools import export_model
-
-    out = tmp_path_factory.mktemp("int8")
-    args = ["--weights", READY_MODEL, "--format", "onnx", "--int8", "--output", str(out)]
-    export_model.main([*args, "--calibration-images", "24", "--int8-check-images", "60", "--int8-tolerance", "5"])
-    return out
-
-
 @pytest.mark.slow
-def test_int8_export_is_checked_on_generated_images_and_reads_the_same(int8_export, wide_images):
+def test_int8_export_is_checked_on_generated_images_and_reads_the_same(exported, wide_images):
     _, files = wide_images
-    check = json.load(open(int8_export / "int8_check.json"))
+    check = json.load(open(exported / "int8_check.json"))
     assert check["images"] == 60 and check["ok"] is True
     for key in ("AP", "AP50", "accuracy"):
         assert 0 < check["float32"][key] <= 100
         assert check["float32"][key] - check["int8"][key] == pytest.approx(check["loss_points"][key])
         assert check["loss_points"][key] <= 5  # 60 images: one image is 1.7 points
-    meta = json.load(open(int8_export / "model_int8.json"))
+    meta = json.load(open(exported / "model_int8.json"))
     assert (
         meta["quantization"]["layers"] == "backbone"
         and meta["reader"] == json.load(open(READY_MODEL_ONNX[:-5] + ".json"))["reader"]
     )
     import onnx
 
-    graph = onnx.load(str(int8_export / "model_int8.onnx")).graph
+    graph = onnx.load(str(exported / "model_int8.onnx")).graph
     assert any(n.op_type == "QuantizeLinear" for n in graph.node)
-    int8 = ExportedModel(str(int8_export / "model_int8.onnx"), threads=2)
-    reference = ExportedModel(str(int8_export / "model.onnx"), threads=2)
+    int8 = ExportedModel(str(exported / "model_int8.onnx"), threads=2)
+    reference = ExportedModel(str(exported / "model.onnx"), threads=2)
     a = [r[0] for r in int8.read_files(files)]
     b = [r[0] for r in reference.read_files(files)]
     assert sum(x != y for x, y in zip(a, b)) <= 3, (a, b)
 
 
 @pytest.mark.slow
-def test_an_int8_model_beyond_the_tolerance_is_not_kept(int8_export, tmp_path):
+def test_an_int8_model_beyond_the_tolerance_is_not_kept(exported, tmp_path):
     import argparse
     import shutil
 
@@ -180,7 +182,7 @@ def test_an_int8_model_beyond_the_tolerance_is_not_kept(int8_export, tmp_path):
     from digit_detectron.tools.export_model import export_int8
 
     for name in ("model.onnx", "model.json"):
-        shutil.copy(int8_export / name, tmp_path / name)
+        shutil.copy(exported / name, tmp_path / name)
     args = argparse.Namespace(
         format="onnx",
         calibration=None,

@@ -154,15 +154,18 @@ def write_bundle(path, weights, cfg):
     return path
 
 
-def write_slim_bundle(src, dst, half=True):
+def write_slim_bundle(src, dst, half=True, entry=None):
     """
     The bundle ``src`` as a model to ship: its weights (float tensors in float16 when ``half``, which the
-    model loads back into float32) and its config entry, without the optimizer, scheduler and iteration
-    a training checkpoint carries. Returns ``dst``.
+    model loads back into float32) and its config entry (or ``entry``, a ``bundle_entry`` of another
+    config, e.g. with other test-time settings), without the optimizer, scheduler and iteration a
+    training checkpoint carries. Returns ``dst``.
     """
     data = _load(src)
     if BUNDLE_KEY not in data:
         raise BundleError(f"{src}: not a bundle (no embedded config): make one with tools/make_bundle.py first")
+    if entry is not None:
+        data[BUNDLE_KEY] = entry
     weights = {
         k: (v.half() if half and torch.is_floating_point(v) else v).contiguous().clone()
         for k, v in data["model"].items()
