@@ -36,7 +36,8 @@ def test_readme_is_short_with_the_hw2_route_in_its_first_half():
     text = readme()
     lines = text.splitlines()
     assert len(lines) <= 220, len(lines)
-    assert lines[3].startswith("make demo") and lines[4].startswith("make test")  # the first lines
+    assert lines[3].startswith("pip install .") and lines[4].startswith("digit-detectron read docs/images/")
+    assert lines[5].startswith("make demo") and lines[6].startswith("make test")  # the first lines
     hw2 = next(i for i, line in enumerate(lines) if line.startswith("## Hand in HW2"))
     assert hw2 < len(lines) / 2
     for path in USER_DOCS:
