@@ -88,5 +88,7 @@ def test_without_a_shipped_ready_model_the_reader_says_how_to_get_one(monkeypatc
     from digit_detectron.inference import reader_api
 
     monkeypatch.setattr(reader_api, "READY_MODEL", str(tmp_path / "weights" / "digits_ready.pth"))
-    with pytest.raises(BundleError, match="ships no ready model; pass a model .*make model"):
-        DigitReader(device="cpu")
+    monkeypatch.setattr(reader_api, "READY_MODEL_ONNX", str(tmp_path / "weights" / "digits_ready.onnx"))
+    for engine in ("auto", "torch", "onnx"):
+        with pytest.raises(BundleError, match="ships no ready model; pass a model .*make model"):
+            DigitReader(device="cpu", engine=engine)
