@@ -18,7 +18,7 @@ import numpy as np
 
 from ..utils.errors import DigitError
 from ..utils.io import atomic_write_json
-from .runtime import ExportedModel, read_number
+from .runtime import ExportedModel
 
 __all__ = ["INT8_LAYERS", "QuantizeError", "check_int8", "model_accuracy", "quantize_onnx"]
 
@@ -101,7 +101,6 @@ def model_accuracy(model, images_rgb, truths):
     from pycocotools.cocoeval import COCOeval
 
     found = model.detect_many(images_rgb)
-    r = model.meta["reader"]
     gt = {"images": [], "annotations": [], "categories": [{"id": d + 1, "name": str(d)} for d in range(10)]}
     detections, right = [], 0
     for image_id, (image, (boxes, digits), (b, s, c)) in enumerate(zip(images_rgb, truths, found), start=1):
@@ -120,16 +119,7 @@ def model_accuracy(model, images_rgb, truths):
                     "category_id": int(cls) + 1,
                 }
             )
-        number, _ = read_number(
-            b,
-            s,
-            c,
-            r["score_threshs"],
-            r["nms_thresh"],
-            r["max_digits"],
-            r.get("line_filter", False),
-            r.get("min_top_score", 0.0),
-        )
+        number, _ = model.number_of(b, s, c)
         right += number == (int("".join(str(int(d)) for d in digits)) if len(digits) else -1)
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()

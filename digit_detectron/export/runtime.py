@@ -279,11 +279,10 @@ class ExportedModel:
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
         return boxes[keep], scores[keep].astype(np.float32), classes[keep].astype(np.int64)
 
-    def read(self, image_rgb):
-        """(number or -1, [(digit, score, (x1, y1, x2, y2)), ...] in reading order)."""
-        boxes, scores, classes = self.detect(image_rgb)
+    def number_of(self, boxes, scores, classes):
+        """(number or -1, indices of the digits read in reading order) of detections, with model.json's reader."""
         r = self.meta["reader"]
-        number, chosen = read_number(
+        return read_number(
             boxes,
             scores,
             classes,
@@ -293,6 +292,11 @@ class ExportedModel:
             r.get("line_filter", False),
             r.get("min_top_score", 0.0),
         )
+
+    def read(self, image_rgb):
+        """(number or -1, [(digit, score, (x1, y1, x2, y2)), ...] in reading order)."""
+        boxes, scores, classes = self.detect(image_rgb)
+        number, chosen = self.number_of(boxes, scores, classes)
         return number, [(int(classes[i]), float(scores[i]), tuple(float(v) for v in boxes[i])) for i in chosen]
 
     def detect_many(self, images_rgb):

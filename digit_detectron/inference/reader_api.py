@@ -152,15 +152,8 @@ class DigitReader:
                 self.exported = ExportedModel(model, threads=torch.get_num_threads(), device=device)
             except RuntimeModelError as e:
                 raise BundleError(str(e)) from None
-            r = self.exported.meta["reader"]
             self.cfg, self.predictor = None, None
-            self.number_reader = NumberReader(
-                r["score_threshs"],
-                r["nms_thresh"],
-                r["max_digits"],
-                r.get("line_filter", False),
-                r.get("min_top_score", 0.0),
-            )
+            self.number_reader = NumberReader.from_export(self.exported.meta["reader"])
             self.input_format = "RGB"
             return
         cfg = get_model_cfg(config_file, list(opts) + ["MODEL.DEVICE", device], weights=model)

@@ -211,6 +211,18 @@ class NumberReader:
         r = cfg.DIGITS.READER
         return cls(r.SCORE_THRESHS, r.NMS_THRESH, r.MAX_DIGITS, r.LINE_FILTER, r.MIN_TOP_SCORE)
 
+    @classmethod
+    def from_export(cls, reader):
+        """A reader with an exported model's thresholds (model.json's "reader" entry)."""
+        r = reader
+        return cls(
+            r["score_threshs"],
+            r["nms_thresh"],
+            r["max_digits"],
+            r.get("line_filter", False),
+            r.get("min_top_score", 0.0),
+        )
+
     def __call__(self, boxes, scores, classes):
         return read_number(*self._args(boxes, scores, classes))
 

@@ -91,10 +91,7 @@ def exported_model(args):
         )
     except RuntimeModelError as e:
         raise ConfigError(str(e)) from None
-    r = model.meta["reader"]
-    reader = NumberReader(
-        r["score_threshs"], r["nms_thresh"], r["max_digits"], r.get("line_filter", False), r.get("min_top_score", 0.0)
-    )
+    reader = NumberReader.from_export(model.meta["reader"])
     meta = model.meta  # exports before pred_json_score_thresh was recorded: the default config's
     score_thresh = float(meta.get("pred_json_score_thresh", get_digit_cfg().DIGITS.PRED_JSON_SCORE_THRESH))
     return model, reader, score_thresh
