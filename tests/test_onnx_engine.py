@@ -140,12 +140,15 @@ def test_predict_on_onnx_writes_what_pytorch_writes(wide_images, exported, tmp_p
 
 def test_predict_refuses_settings_an_exported_model_cannot_take(wide_images, tmp_path):
     root, _ = wide_images
-    args = [sys.executable, "-m", "digit_detectron.tools.predict", "--weights", READY_MODEL_ONNX]
-    args += ["--input", str(root / "test_wide"), "--output", str(tmp_path / "out"), "--test-mode"]
-    proc = subprocess.run(args, capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert "--test-mode" in proc.stderr and "exported" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    lone = tmp_path / "lone.onnx"  # a model without its model.json
+    lone.write_bytes(open(READY_MODEL_ONNX, "rb").read())
+    for weights, extra, named in ((READY_MODEL_ONNX, ["--test-mode"], "--test-mode"), (str(lone), [], "lone.json")):
+        args = [sys.executable, "-m", "digit_detectron.tools.predict", "--weights", weights, *extra]
+        args += ["--input", str(root / "test_wide"), "--output", str(tmp_path / "out")]
+        proc = subprocess.run(args, capture_output=True, text=True)
+        assert proc.returncode == 2, proc.stderr[-2000:]
+        assert named in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "pred.csv").exists()
 
 
 @pytest.mark.slow

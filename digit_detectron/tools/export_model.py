@@ -33,7 +33,7 @@ from digit_detectron.export.exporter import EXPORT_FORMATS, ExportError, compare
 from digit_detectron.export.quantize import INT8_LAYERS, QuantizeError, check_int8, quantize_onnx
 from digit_detectron.export.runtime import ExportedModel
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images
-from digit_detectron.utils.cli import add_model_flags, argument_parser, run_tool, setup_logging
+from digit_detectron.utils.cli import add_model_flags, argument_parser, positive_int, run_tool, setup_logging
 from digit_detectron.utils.io import atomic_write_json
 
 
@@ -47,8 +47,10 @@ def get_parser():
     parser.add_argument("--int8", action="store_true", help="also write model_int8.onnx, checked (see above)")
     parser.add_argument("--int8-layers", choices=INT8_LAYERS, default="backbone", help="convolutions quantized")
     parser.add_argument("--calibration", default=None, help="images to calibrate int8 on (default: generated)")
-    parser.add_argument("--calibration-images", type=int, default=200, help="calibration images (default 200)")
-    parser.add_argument("--int8-check-images", type=int, default=500, help="labelled generated images of the check")
+    parser.add_argument("--calibration-images", type=positive_int, default=200, help="calibration images (default 200)")
+    parser.add_argument(
+        "--int8-check-images", type=positive_int, default=500, help="labelled generated images of the check"
+    )
     parser.add_argument("--int8-tolerance", type=float, default=0.5, help="points of AP / accuracy int8 may lose")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config KEY VALUE pairs")
     return parser
@@ -100,6 +102,8 @@ def main(argv=None):
     setup_logging()
     if args.int8 and args.format != "onnx":
         raise QuantizeError("--int8: quantization is of the ONNX model (--format onnx)")
+    if args.int8 and args.calibration:
+        list_input_images(args.calibration)  # a wrong folder is named before the export, not after it
     cfg = model_config(args, ["DIGITS.INFERENCE.BACKBONE_BF16", "off"])  # the float32 graph
     cfg.freeze()
     predictor = DigitPredictor(cfg)
