@@ -102,6 +102,8 @@ def test_the_reader_picks_onnx_runtime_and_reads_what_pytorch_reads(wide_images,
         DigitReader(engine="tensorrt")
     with pytest.raises(Exception, match="export this one first"):
         DigitReader(READY_MODEL, engine="onnx")
+    with pytest.raises(Exception, match="engine 'torch' runs a bundle"):
+        DigitReader(READY_MODEL_ONNX, engine="torch")
 
 
 def test_predict_on_onnx_writes_what_pytorch_writes(wide_images, exported, tmp_path):

@@ -137,11 +137,13 @@ class DigitReader:
             )
             model = ready_model(exported=exported)
         model = os.fspath(model)
-        if engine == "onnx" and not model.endswith(EXPORTED_SUFFIXES):
+        if engine == "onnx" and not model.endswith(".onnx"):
             raise BundleError(
-                f"{model}: engine 'onnx' runs an exported model; export this one first "
+                f"{model}: engine 'onnx' runs an exported model.onnx; export this one first "
                 f"(digit-detectron export --format onnx --weights {model} --output DIR)"
             )
+        if engine == "torch" and model.endswith(EXPORTED_SUFFIXES):
+            raise BundleError(f"{model}: engine 'torch' runs a bundle (.pth); an exported model runs on its own engine")
         if engine == "onnx" and not onnxruntime_installed():
             raise BundleError('engine "onnx" needs onnxruntime: pip install "digit-detectron[export]"')
         self.batch_size = int(batch_size)
