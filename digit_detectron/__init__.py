@@ -16,9 +16,14 @@ Importing it also sets ``OMP_WAIT_POLICY=PASSIVE`` when neither that nor ``GOMP_
 and torch is not imported yet (``utils/threads.py``; ``DIGITS_THREAD_POLICY=torch`` turns it off).
 """
 
+import warnings
+
 from .utils.threads import prepare_openmp
 
 prepare_openmp()  # before anything below imports torch
+# detectron2 decorates functions with torch.jit.script at import, which torch >= 2.10 reports as
+# deprecated on every run: a warning about detectron2's code, not the user's, so not shown.
+warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
 
 # detectron2 has no PyPI wheel: ``digit-detectron setup-detectron2`` installs it. Without it the package
 # still imports (so that command can run), and each name below raises an ImportError that says so.
