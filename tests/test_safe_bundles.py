@@ -82,6 +82,15 @@ def test_a_slim_bundle_is_float16_weights_and_config_and_reads_like_the_original
         plain = tmp_path / "plain.pth"
         torch.save({"model": full["model"]}, plain)
         write_slim_bundle(str(plain), str(tmp_path / "x.pth"))
+    # make_model --from BUNDLE KEY VALUE: another config entry (test-time settings) over the same weights
+    from digit_detectron.checkpoint.bundle import bundle_entry, read_bundle_config
+    from digit_detectron.config import get_digit_cfg
+
+    cfg = get_digit_cfg(None, ["MODEL.RPN.POST_NMS_TOPK_TEST", "7"], embedded=(bundle, read_bundle_config(bundle)))
+    other = write_slim_bundle(str(tmp_path / "training.pth"), str(tmp_path / "other.pth"), entry=bundle_entry(cfg))
+    assert DigitReader(other, device="cpu").cfg.MODEL.RPN.POST_NMS_TOPK_TEST == 7
+    assert DigitReader(slim, device="cpu").cfg.MODEL.RPN.POST_NMS_TOPK_TEST != 7
+    assert torch.equal(torch.load(other, weights_only=True)["model"][key], data["model"][key])
 
 
 def test_without_a_shipped_ready_model_the_reader_says_how_to_get_one(monkeypatch, tmp_path):
