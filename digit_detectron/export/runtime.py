@@ -55,7 +55,8 @@ LINE_MAX_GAP = 1.0
 
 
 def usable_cores():
-    """The cores this process may run on (its CPU affinity), at least 1."""
+    """The cores this process may run on (its CPU affinity), at least 1: ``utils.threads.usable_cores``,
+    repeated because this file runs alone as digit_runtime.py, where only utils/pixels.py is inlined."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
