@@ -56,7 +56,7 @@ def quantize_onnx(float_path, out_path, calibration_rgb, layers="backbone"):
         ) from None
     model = ExportedModel(float_path, threads=1)
     inputs = [model.preprocess(np.asarray(image)) for image in calibration_rgb]
-    name = model._session.get_inputs()[0].name
+    name = model.input_name
 
     class Reader(CalibrationDataReader):
         def __init__(self):

@@ -219,8 +219,8 @@ class ExportedModel:
                 self._session = ort.InferenceSession(path, options, providers=providers)
             except Exception as e:  # onnxruntime's own types (InvalidProtobuf, Fail, ...)
                 raise RuntimeModelError(f"{path}: not a loadable ONNX model ({_one_line(e)})") from None
-            self._input = self._session.get_inputs()[0].name
-            self._run = lambda image: self._session.run(None, {self._input: image})
+            self.input_name = self._session.get_inputs()[0].name  # what the graph calls its image
+            self._run = lambda image: self._session.run(None, {self.input_name: image})
         elif path.endswith(".ts"):
             import torch
             import torchvision  # noqa: F401  (registers the nms / roi_align ops the graph calls)
