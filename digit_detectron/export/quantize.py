@@ -105,7 +105,7 @@ def model_accuracy(model, images_rgb, truths):
     detections, right = [], 0
     for image_id, (image, (boxes, digits), (b, s, c)) in enumerate(zip(images_rgb, truths, found), start=1):
         gt["images"].append({"id": image_id, "height": int(image.shape[0]), "width": int(image.shape[1])})
-        for box, digit in zip(np.asarray(boxes, float).reshape(-1, 4), _box_digits(boxes, digits)):
+        for box, digit in zip(np.asarray(boxes, float).reshape(-1, 4), digits):  # the generator's order
             x, y, w, h = (float(v) for v in box)
             ann = {"id": len(gt["annotations"]) + 1, "image_id": image_id, "bbox": [x, y, w, h], "area": w * h}
             gt["annotations"].append(dict(ann, category_id=int(digit) + 1, iscrowd=0))
@@ -134,11 +134,6 @@ def model_accuracy(model, images_rgb, truths):
         else:
             ap = ap50 = 0.0
     return {"AP": ap, "AP50": ap50, "accuracy": 100.0 * right / max(len(images_rgb), 1)}
-
-
-def _box_digits(boxes, digits):
-    """The digit of each box: the generator lists boxes in the number's order."""
-    return list(digits)[: len(np.asarray(boxes).reshape(-1, 4))]
 
 
 def check_int8(float_model, int8_model, images_rgb, truths, tolerance=0.5):

@@ -212,9 +212,8 @@ class NumberReader:
         return cls(r.SCORE_THRESHS, r.NMS_THRESH, r.MAX_DIGITS, r.LINE_FILTER, r.MIN_TOP_SCORE)
 
     @classmethod
-    def from_export(cls, reader):
-        """A reader with an exported model's thresholds (model.json's "reader" entry)."""
-        r = reader
+    def from_export(cls, r):
+        """A reader with an exported model's thresholds ``r`` (model.json's "reader" entry)."""
         return cls(
             r["score_threshs"],
             r["nms_thresh"],

@@ -73,13 +73,11 @@ def labelled_images(count, split="valid", seed=0):
 
 
 def export_int8(args, float_path):
-    """model_int8.onnx beside ``float_path`` when it passes the check; QuantizeError otherwise."""
-    if args.format != "onnx":
-        raise QuantizeError("--int8: quantization is of the ONNX model (--format onnx)")
+    """model_int8.onnx beside the ONNX model ``float_path`` when it passes the check; QuantizeError otherwise."""
     if args.calibration:
         calibration = sample_images(args.calibration, args.calibration_images)
     else:
-        calibration = [s for s in labelled_images(args.calibration_images, "train", seed=1)[0]]
+        calibration = labelled_images(args.calibration_images, "train", seed=1)[0]
     out = os.path.join(os.path.dirname(float_path), "model_int8.onnx")
     quantize_onnx(float_path, out, calibration, args.int8_layers)
     images, truths = labelled_images(args.int8_check_images, "valid", seed=2)

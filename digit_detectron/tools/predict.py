@@ -18,6 +18,7 @@ from digit_detectron import apply_test_mode
 from digit_detectron.config import get_digit_cfg, model_config
 from digit_detectron.export.runtime import ExportedModel, RuntimeModelError
 from digit_detectron.inference.predictor import DigitPredictor, list_input_images, predict_files_exported
+from digit_detectron.inference.reader_api import EXPORTED_SUFFIXES
 from digit_detectron.inference.submission import load_id_map, resolve_image_ids, write_predictions
 from digit_detectron.modeling.number_reader import NumberReader
 from digit_detectron.utils.cli import add_model_flags, argument_parser, positive_int, run_tool, setup_logging
@@ -71,9 +72,6 @@ def setup_cfg(args):
     return cfg
 
 
-EXPORTED_SUFFIXES = (".onnx", ".ts")
-
-
 def exported_model(args):
     """(ExportedModel, NumberReader, pred.json score threshold) of ``--weights model.onnx`` / ``.ts``."""
     import torch
@@ -100,34 +98,25 @@ def exported_model(args):
 def main(argv=None):
     args = get_parser().parse_args(argv)
     setup_logging()
-    if args.weights and args.weights.endswith(EXPORTED_SUFFIXES):
-        return predict_exported(args)
-    cfg = setup_cfg(args)
+    exported = bool(args.weights) and args.weights.endswith(EXPORTED_SUFFIXES)
+    if exported:
+        model, reader, score_thresh = exported_model(args)
+    else:
+        cfg = setup_cfg(args)
     files = list_input_images(args.input)
     image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
     ensure_writable_dir(args.output)  # before the inference, not after it
     with OutputLock(args.output, job="predict"):  # a second run into this folder stops here
-        reader = NumberReader.from_config(cfg)
-        predictor = DigitPredictor(cfg)
-        run = predictor.predict_files(files, batch_size=args.batch_size)
-        print(run.summary())
-        json_path, csv_path = write_predictions(args.output, run, image_ids, reader, cfg.DIGITS.PRED_JSON_SCORE_THRESH)
-    print(f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader})")
-    return run
-
-
-def predict_exported(args):
-    model, reader, score_thresh = exported_model(args)
-    files = list_input_images(args.input)
-    image_ids = resolve_image_ids(files, load_id_map(args.id_map) if args.id_map else None)
-    ensure_writable_dir(args.output)
-    with OutputLock(args.output, job="predict"):
-        run = predict_files_exported(model, files)
+        if exported:
+            run = predict_files_exported(model, files)
+            where = f", {model.path} on {model.workers} worker(s)"
+        else:
+            reader, score_thresh = NumberReader.from_config(cfg), cfg.DIGITS.PRED_JSON_SCORE_THRESH
+            run = DigitPredictor(cfg).predict_files(files, batch_size=args.batch_size)
+            where = ""
         print(run.summary())
         json_path, csv_path = write_predictions(args.output, run, image_ids, reader, score_thresh)
-    print(
-        f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader}, {model.path} on {model.workers} worker(s))"
-    )
+    print(f"Wrote {json_path} and {csv_path} ({len(files)} images, {reader}{where})")
     return run
 
 
