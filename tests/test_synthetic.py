@@ -545,8 +545,15 @@ def test_demo_knows_the_size_of_the_synthetic_data_it_finds(tmp_path):
     with open(train_json, "w") as f:
         json.dump(data, f)
     assert demo.synthetic_data_made(root) == (4, 3, 3, False)
+    for layouts in (None, {"source": "parametric", "stats_format": 1}):  # before the layouts were recorded / copula
+        data = json.loads(original)
+        data["info"]["layouts"] = layouts
+        with open(train_json, "w") as f:
+            json.dump(data, f)
+        assert demo.synthetic_data_made(root) == (4, 3, 3, False)
     with open(train_json, "w") as f:
         f.write(original)
+    assert json.loads(original)["info"]["layouts"] == {"source": "parametric", "stats_format": 2}
     valid_json = os.path.join(root, "valid.json")
     with open(valid_json) as f:
         data = json.load(f)

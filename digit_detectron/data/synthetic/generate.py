@@ -40,7 +40,7 @@ from ...utils.io import atomic_open, atomic_write_json
 from ..datasets import DIGIT_CLASSES, DatasetError, load_digits_json
 from ..image_io import read_image
 from .glyphs import GlyphBank
-from .layout import ReframedSampler, build_layout_sampler
+from .layout import ReframedSampler, build_layout_sampler, layout_info
 from .render import render_sample
 from .styles import split_styles
 
@@ -115,7 +115,7 @@ def _render_and_write(task, renderer=None):
     return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist(), sample.source
 
 
-def _coco_json(records, split, seed, style):
+def _coco_json(records, split, seed, style, layouts=None):
     images, annotations = [], []
     for _, image_id, width, height, boxes, digits, source in records:
         images.append(
@@ -138,6 +138,7 @@ def _coco_json(records, split, seed, style):
         "style": style.info(),
         "test_framing_share": SPLIT_FRAMING.get(split, 0.0),
         "digit_free_share": DIGIT_FREE_SHARE.get(split, 0.0),
+        "layouts": layouts,
     }
     return {"info": info, "images": images, "annotations": annotations, "categories": CATEGORIES}
 
@@ -212,7 +213,8 @@ def generate_dataset(
         seconds = time.perf_counter() - start
         for split in splits:
             if split in LABELLED:
-                coco = _coco_json((r for r in records if r[0] == split), split, seed, styles[split])
+                layouts = layout_info(renderer.layout_sampler)
+                coco = _coco_json((r for r in records if r[0] == split), split, seed, styles[split], layouts)
                 atomic_write_json(os.path.join(staging, split + ".json"), coco)
         for target in targets:
             if os.path.isdir(target):

@@ -7,6 +7,7 @@ is there), or from compact statistics of its framing that ship with the package 
 import json
 import os
 from collections import namedtuple
+from statistics import NormalDist
 
 import numpy as np
 
@@ -71,9 +72,11 @@ class SVHNGeometrySampler:
 
 
 # The shipped statistics of the real SVHN train framing (``fit_layout_stats`` of the geometry file; rebuilt
-# with ``python datasets/fit_layout_stats.py GEOMETRY.json``): quantile tables, no boxes.
+# with ``python datasets/fit_layout_stats.py GEOMETRY.json``): quantile tables and rank correlations, no boxes.
 LAYOUT_STATS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "svhn_layout_stats.json")
 QUANTILES = np.linspace(0.0, 1.0, 41)  # the levels of every table (every 2.5%)
+STATS_FORMAT = 2  # 1: independent tables (before 2026-12-07); 2: a Gaussian copula per digit count
+_NORMAL = NormalDist()
 
 
 def _number_extent(boxes):
@@ -81,68 +84,151 @@ def _number_extent(boxes):
     return boxes[:, 0].min(), boxes[:, 1].min(), (boxes[:, 0] + boxes[:, 2]).max(), (boxes[:, 1] + boxes[:, 3]).max()
 
 
+def _geometry_layouts(g):
+    return [
+        Layout(int(w), int(h), g.boxes[st : st + k], g.labels[st : st + k])
+        for (w, h), st, k in zip(g.sizes, g.starts, g.counts)
+    ]
+
+
+def _row_order(boxes):
+    return np.argsort(boxes[:, 0] + boxes[:, 2] / 2, kind="stable")
+
+
 def framing_table(sampler_or_layouts):
     """
     Per image of a ``SVHNGeometrySampler`` (or a list of Layouts): a dict of arrays of the framing
     quantities: digit count ``k``, image ``height`` and ``aspect`` (w / h), the number's share of the
-    image ``share_w`` / ``share_h``, its centre ``cx`` / ``cy`` (fractions of the image), and ``box_aspect``
-    (h / w of each digit box, all boxes).
+    image ``share_w`` / ``share_h``, its centre ``cx`` / ``cy`` (fractions of the image); per digit box
+    ``box_aspect`` (h / w) and ``box_label`` (its digit, -1 when the layout has none); per pair of
+    neighbours ``gap`` (the space between their boxes in mean digit heights, < 0: they overlap); per image
+    of 2+ digits ``y_spread`` (the standard deviation of the digits' vertical centres) and ``h_spread``
+    (of their heights), both in mean digit heights.
     """
     if isinstance(sampler_or_layouts, SVHNGeometrySampler):
-        g = sampler_or_layouts
-        layouts = [Layout(int(w), int(h), g.boxes[st : st + k]) for (w, h), st, k in zip(g.sizes, g.starts, g.counts)]
+        layouts = _geometry_layouts(sampler_or_layouts)
     else:
         layouts = sampler_or_layouts
-    rows, box_aspect = [], []
+    rows, box_aspect, box_label, gaps, y_spread, h_spread = [], [], [], [], [], []
     for lay in layouts:
-        x0, y0, x1, y1 = _number_extent(np.asarray(lay.boxes, float))
+        boxes = np.asarray(lay.boxes, float)
+        x0, y0, x1, y1 = _number_extent(boxes)
         rows.append(
-            (len(lay.boxes), lay.height, lay.width / lay.height, (x1 - x0) / lay.width, (y1 - y0) / lay.height,
+            (len(boxes), lay.height, lay.width / lay.height, (x1 - x0) / lay.width, (y1 - y0) / lay.height,
              (x0 + x1) / 2 / lay.width, (y0 + y1) / 2 / lay.height)
         )  # fmt: skip
-        box_aspect.extend(np.asarray(lay.boxes, float)[:, 3] / np.asarray(lay.boxes, float)[:, 2])
+        box_aspect.extend(boxes[:, 3] / boxes[:, 2])
+        box_label.extend(lay.digits if lay.digits is not None else [-1] * len(boxes))
+        if len(boxes) > 1:
+            b = boxes[_row_order(boxes)]
+            hm = b[:, 3].mean()
+            gaps.extend((b[1:, 0] - (b[:-1, 0] + b[:-1, 2])) / hm)
+            y_spread.append((b[:, 1] + b[:, 3] / 2).std() / hm)
+            h_spread.append(b[:, 3].std() / hm)
     table = dict(zip(("k", "height", "aspect", "share_w", "share_h", "cx", "cy"), np.asarray(rows, float).T))
-    table["box_aspect"] = np.asarray(box_aspect)
+    table.update(
+        box_aspect=np.asarray(box_aspect), box_label=np.asarray(box_label, int), gap=np.asarray(gaps),
+        y_spread=np.asarray(y_spread), h_spread=np.asarray(h_spread),
+    )  # fmt: skip
     return table
+
+
+def _copula_variables(k):
+    """The names of the per-image variables the copula of ``k``-digit numbers joins, in order."""
+    names = ["log_height", "digit_h", "aspect", "cx", "cy"]
+    names += [f"width_{i}" for i in range(k)]
+    names += [f"gap_{i}" for i in range(k - 1)]
+    names += [f"dy_{i}" for i in range(k)] if k > 1 else []
+    return names
+
+
+def _layout_variables(width, height, boxes, labels, digit_aspect):
+    """The copula variables of one real layout (boxes in row order), as ``_copula_variables`` names them."""
+    k = len(boxes)
+    hm = boxes[:, 3].mean()
+    x0, y0, x1, y1 = _number_extent(boxes)
+    values = [np.log(height), hm / height, width / height, (x0 + x1) / 2 / width, (y0 + y1) / 2 / height]
+    values += list(boxes[:, 2] / boxes[:, 3] / digit_aspect[labels])
+    values += list((boxes[1:, 0] - (boxes[:-1, 0] + boxes[:-1, 2])) / hm)
+    if k > 1:
+        centres = boxes[:, 1] + boxes[:, 3] / 2
+        values += list((centres - centres.mean()) / hm)
+    return values
+
+
+def _normal_scores(values):
+    """Φ⁻¹ of the mid-ranks of ``values`` (ties share a score), as a Gaussian copula is fitted."""
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    _, inverse, counts = np.unique(values, return_inverse=True, return_counts=True)
+    mid = np.bincount(inverse, weights=ranks) / counts  # the mean rank of each distinct value
+    return np.array([_NORMAL.inv_cdf(float(u)) for u in (mid[inverse] + 0.5) / len(values)])
 
 
 def fit_layout_stats(geometry_file):
     """
-    The compact statistics ``ParametricSampler`` draws from, fitted to a COCO geometry file: digit-count
-    frequencies and, at the levels QUANTILES, the quantiles of the image height, the number's height share,
-    the number's width share and the image aspect for each digit count (1..4; 5 draws from 4's), the
-    number's centre and the digit boxes' aspect h / w. A dict of plain lists (the JSON that ships).
+    The compact statistics ``ParametricSampler`` draws from, fitted to a COCO geometry file of real SVHN
+    boxes: digit-count frequencies; each digit's median box aspect (w / h); for each digit count 1..4 the
+    digits' frequencies at each position, and a Gaussian copula of the per-image variables
+    (``_copula_variables``: image height (log), mean digit height / image height, image aspect, the
+    number's centre, each digit's width against its digit's median, the gaps between neighbours and the
+    digits' vertical offsets, in mean digit heights): each variable's quantiles at QUANTILES and the
+    correlation matrix of their normal scores. Heights within one real number are equal (their spread's
+    95th percentile is 0), and so drawn. A dict of plain lists (the JSON that ships); 5-digit numbers
+    (9 of 33,401) draw from the 4-digit fit.
     """
-    t = framing_table(SVHNGeometrySampler(geometry_file))
+    g = SVHNGeometrySampler(geometry_file)
+    layouts = _geometry_layouts(g)
+    labels = g.labels[g.labels >= 0]
+    aspects = (g.boxes[:, 2] / g.boxes[:, 3])[g.labels >= 0]
+    digit_aspect = np.array([np.median(aspects[labels == d]) for d in range(10)])
 
     def q(values):
         return [round(float(v), 5) for v in np.quantile(values, QUANTILES)]
 
-    k = t["k"].astype(int)
+    by_count = []
+    for k in range(1, 5):
+        rows, digits = [], []
+        for lay in layouts:
+            if len(lay.boxes) != k or lay.digits is None or (np.asarray(lay.digits) < 0).any():
+                continue
+            order = _row_order(np.asarray(lay.boxes, float))
+            boxes, lab = np.asarray(lay.boxes, float)[order], np.asarray(lay.digits)[order]
+            rows.append(_layout_variables(lay.width, lay.height, boxes, lab, digit_aspect))
+            digits.append(lab)
+        values, digits = np.asarray(rows, float), np.asarray(digits, int)
+        scores = np.stack([_normal_scores(v) for v in values.T], axis=1)
+        by_count.append(
+            {
+                "images": int(len(values)),
+                "digits_by_position": [np.bincount(digits[:, i], minlength=10).tolist() for i in range(k)],
+                "variables": _copula_variables(k),
+                "quantiles": [q(v) for v in values.T],
+                "correlation": np.round(np.corrcoef(scores, rowvar=False), 4).tolist(),
+            }
+        )
     return {
+        "format": STATS_FORMAT,
         "source": "SVHN format-1 train box geometry (sizes and boxes only)",
-        "images": int(len(k)),
-        "digit_count": [int((k == n).sum()) for n in range(1, MAX_DIGITS + 1)],
+        "images": int(len(layouts)),
+        "digit_count": [int((g.counts == n).sum()) for n in range(1, MAX_DIGITS + 1)],
         "quantile_levels": [round(float(v), 5) for v in QUANTILES],
-        "height": q(t["height"]),
-        "share_h": q(t["share_h"]),
-        "share_w_by_count": [q(t["share_w"][k == n]) for n in range(1, 5)],
-        "aspect_by_count": [q(t["aspect"][k == n]) for n in range(1, 5)],
-        "cx": q(t["cx"]),
-        "cy": q(t["cy"]),
-        "box_aspect": q(t["box_aspect"]),
+        "digit_aspect": [round(float(v), 5) for v in digit_aspect],
+        "by_count": by_count,
     }
 
 
 class ParametricSampler:
     """
     SVHN-like layouts without the geometry file, drawn from the shipped statistics of the real train
-    framing (``LAYOUT_STATS``, fitted by ``fit_layout_stats``): digit count; image height; the number's
-    height share; the image's aspect and the number's width share (both by digit count); the number's
-    centre; each digit box's aspect. Each quantity is drawn from its quantile table (linear between
-    levels). Digits of one number share a height and stand on one line; the gaps between them make the
-    number span its share of the width, with neighbours overlapping by at most a fifth of the narrower
-    box (real boxes overlap more), so the digits are narrowed where needed (to h / w 3.2 at most).
+    framing (``LAYOUT_STATS``, fitted by ``fit_layout_stats``): the digit count; the digits, by position
+    (a house number seldom starts with 0); then, jointly (a Gaussian copula with the real rank
+    correlations, each variable from its quantile table), the image height and aspect, the digit height,
+    the number's centre, each digit's width (its own digit's typical aspect, a "1" narrow, times a drawn
+    factor), the gaps between neighbours (real boxes touch and overlap) and small vertical offsets.
+    The number's share of the width and height follow from these, as in the real images. The layout
+    carries its digits, so the renderer draws each into a box of its own shape.
     """
 
     source = PARAMETRIC
@@ -150,50 +236,67 @@ class ParametricSampler:
     def __init__(self, stats_file=LAYOUT_STATS):
         with open(stats_file) as f:
             stats = json.load(f)
+        if stats.get("format") != STATS_FORMAT:
+            raise DatasetError(
+                f"{stats_file}: layout statistics of format {stats.get('format', 1)}, this generator reads "
+                f"format {STATS_FORMAT}: rebuild them with datasets/fit_layout_stats.py"
+            )
         self.levels = np.asarray(stats["quantile_levels"], float)
         self.count_p = np.asarray(stats["digit_count"], float) / sum(stats["digit_count"])
-        self.tables = {key: np.asarray(stats[key], float) for key in ("height", "share_h", "cx", "cy", "box_aspect")}
-        self.share_w = [np.asarray(t, float) for t in stats["share_w_by_count"]]
-        self.aspect = [np.asarray(t, float) for t in stats["aspect_by_count"]]
+        self.digit_aspect = np.asarray(stats["digit_aspect"], float)
+        self.models = []
+        for fit in stats["by_count"]:
+            counts = np.asarray(fit["digits_by_position"], float)
+            correlation = np.asarray(fit["correlation"], float) + 1e-9 * np.eye(len(fit["variables"]))
+            self.models.append(
+                {
+                    "digit_p": counts / counts.sum(axis=1, keepdims=True),
+                    "index": {name: i for i, name in enumerate(fit["variables"])},
+                    "tables": np.asarray(fit["quantiles"], float),
+                    "chol": np.linalg.cholesky(correlation),
+                }
+            )
 
-    def _draw(self, rng, table, size=None):
-        return np.interp(rng.uniform(size=size), self.levels, table)
+    def _joint(self, rng, model):
+        z = model["chol"] @ rng.standard_normal(len(model["tables"]))
+        u = np.array([_NORMAL.cdf(float(v)) for v in z])
+        values = np.array([np.interp(p, self.levels, table) for p, table in zip(u, model["tables"])])
+        return lambda name: values[model["index"][name]]
 
     def __call__(self, rng):
         k = int(rng.choice(MAX_DIGITS, p=self.count_p)) + 1
-        img_h = float(self._draw(rng, self.tables["height"]))
-        number_h = img_h * min(float(self._draw(rng, self.tables["share_h"])), 0.98)  # real boxes may overshoot
-        if number_h < 10:  # real boxes are >= 9 px tall
-            img_h, number_h = img_h * 10 / number_h, 10.0
-        box_h = number_h / 1.04
-        heights = box_h * rng.uniform(0.96, 1.04, size=k)
-        # Digits are drawn at random into these boxes: no box narrower than most non-"1" digits (h / w <= 3).
-        widths = heights / np.minimum(self._draw(rng, self.tables["box_aspect"], size=k), 3.0)
-        # The image's aspect and the number's width share as the real ones for this digit count: the space
-        # between the digits makes up the difference (real neighbours' boxes overlap often; here by at most
-        # a fifth of the narrower box, so that no digit hides another).
-        share = float(self._draw(rng, self.share_w[min(k, 4) - 1]))
-        if k == 1:
-            img_w = widths[0] / share
-            x0 = np.zeros(1)
-        else:
-            img_w = img_h * float(self._draw(rng, self.aspect[min(k, 4) - 1]))
-            target = share * img_w
-            floor = -0.2 * widths.min()  # each gap: neighbours overlap by at most a fifth of the narrower
-            room = target - floor * (k - 1)
-            if widths.sum() > room:  # narrower digits, down to h / w = 3.2; past that the number spans more
-                widths = np.maximum(widths * room / widths.sum(), heights / 3.2)
-            spare = max(room - widths.sum(), 0.0)
-            gaps = floor + spare * rng.dirichlet(np.ones(k - 1))
-            x0 = np.concatenate([[0.0], np.cumsum(widths[:-1] + gaps)])
-        group_w = float(max(x0 + widths) - min(x0.min(), 0))
-        img_w = max(img_w, group_w + 2)
-        cx, cy = (float(self._draw(rng, self.tables[key])) for key in ("cx", "cy"))
-        left = float(np.clip(cx * img_w - group_w / 2, 0, img_w - group_w))
-        top = float(np.clip(cy * img_h - box_h / 2, 0, img_h - box_h))
-        y0 = np.clip(top + (box_h - heights) / 2 + rng.normal(0, 0.02 * box_h, size=k), 0, img_h - heights)
-        boxes = np.stack([left + x0, y0, widths, heights], axis=1)
-        return Layout(int(np.ceil(img_w)), int(np.ceil(img_h)), boxes)
+        model = self.models[min(k, 4) - 1]
+        digit_p = model["digit_p"]
+        # A fifth digit (9 of 33,401 real numbers) draws like the fourth.
+        digits = np.array([rng.choice(10, p=digit_p[min(i, len(digit_p) - 1)]) for i in range(k)])
+        v = self._joint(rng, model)
+        m = min(k, 4)
+        img_h = float(np.exp(v("log_height")))
+        box_h = img_h * min(float(v("digit_h")), 0.98)
+        if box_h < 9:  # real boxes are >= 9 px tall
+            img_h, box_h = img_h * 9 / box_h, 9.0
+        widths = box_h * self.digit_aspect[digits] * np.array([v(f"width_{min(i, m - 1)}") for i in range(k)])
+        widths = np.clip(widths, box_h / 4, box_h * 1.2)
+        gaps = box_h * np.array([v(f"gap_{min(i, m - 2)}") for i in range(k - 1)]) if k > 1 else np.zeros(0)
+        gaps = np.maximum(gaps, -0.5 * np.minimum(widths[:-1], widths[1:]))  # no box mostly inside another
+        x0 = np.concatenate([[0.0], np.cumsum(widths[:-1] + gaps)])
+        dy = box_h * np.array([v(f"dy_{min(i, m - 1)}") for i in range(k)]) if k > 1 else np.zeros(1)
+        dy = np.clip(dy, -0.3 * box_h, 0.3 * box_h)
+        group_w = float((x0 + widths).max() - x0.min())
+        group_h = float(box_h + dy.max() - dy.min())
+        img_h = max(img_h, group_h)
+        img_w = max(img_h * float(v("aspect")), group_w + 2)
+        left = float(np.clip(float(v("cx")) * img_w - group_w / 2, 0, img_w - group_w))
+        top = float(np.clip(float(v("cy")) * img_h - group_h / 2, 0, img_h - group_h))
+        y0 = top + dy - dy.min()
+        boxes = np.stack([left + x0 - x0.min(), y0, widths, np.full(k, box_h)], axis=1)
+        width, height = int(np.ceil(img_w)), int(np.ceil(img_h))
+        # Whole pixels, as annotators draw boxes (and the real statistics were measured on).
+        boxes = np.round(boxes)
+        boxes[:, 2:] = np.maximum(boxes[:, 2:], 1)
+        boxes[:, 0] = np.clip(boxes[:, 0], 0, width - boxes[:, 2])
+        boxes[:, 1] = np.clip(boxes[:, 1], 0, height - boxes[:, 3])
+        return Layout(width, height, boxes, digits)
 
 
 # The real SVHN test images (the HW2 test split) against the train images: median image aspect 2.38
@@ -230,6 +333,13 @@ class ReframedSampler:
         dy = np.clip(cy * height, -ny0, height - ny1)
         boxes[:, :2] += [dx, dy]
         return Layout(width, height, boxes, lay.digits)
+
+
+def layout_info(sampler):
+    """What the dataset json records of its layouts: the source, and the shipped statistics' format."""
+    if isinstance(sampler, ParametricSampler):
+        return {"source": PARAMETRIC, "stats_format": STATS_FORMAT}
+    return {"source": "geometry file", "stats_format": None}
 
 
 FRAMINGS = ("train", "test")
