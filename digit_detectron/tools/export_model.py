@@ -87,9 +87,10 @@ def export_int8(args, float_path):
     if not check["ok"]:
         for path in (out, os.path.splitext(out)[0] + ".json"):
             os.remove(path)
+        hint = "--int8-layers backbone, " if args.int8_layers != "backbone" else ""
         raise QuantizeError(
             f"{out}: int8 loses more than {args.int8_tolerance} point(s) on {len(images)} generated images "
-            f"({numbers}); not kept (try --int8-layers backbone, or more --calibration-images)"
+            f"({numbers}); not kept (try {hint}more --calibration-images, or ship the float32 model.onnx)"
         )
     print(f"Wrote {out}: int8, within {args.int8_tolerance} point(s) on {len(images)} generated images ({numbers})")
     return out
