@@ -45,7 +45,15 @@ def test_shipped_layouts_are_framed_wide_like_real_photos():
 
 @needs_geometry
 def test_shipped_statistics_are_the_fit_of_the_real_geometry():
-    assert fit_layout_stats(SVHN_GEOMETRY) == json.load(open(LAYOUT_STATS))
+    fitted, shipped = fit_layout_stats(SVHN_GEOMETRY), json.load(open(LAYOUT_STATS))
+    # The same keys, counts and variables; numbers equal up to the last rounded digit (another machine's
+    # BLAS may round a correlation the other way).
+    assert json.dumps(fitted, sort_keys=True).count(",") == json.dumps(shipped, sort_keys=True).count(",")
+    assert {k: v for k, v in fitted.items() if k != "by_count"} == {k: v for k, v in shipped.items() if k != "by_count"}
+    for ours, theirs in zip(fitted["by_count"], shipped["by_count"]):
+        assert ours["variables"] == theirs["variables"] and ours["digits_by_position"] == theirs["digits_by_position"]
+        np.testing.assert_allclose(ours["quantiles"], theirs["quantiles"], atol=2e-5)
+        np.testing.assert_allclose(ours["correlation"], theirs["correlation"], atol=2e-4)
 
 
 @needs_geometry
