@@ -97,6 +97,13 @@ def test_digit_shapes_gaps_and_offsets_match_the_real_ones(quantity):
 
 
 @needs_geometry
+def test_digits_of_one_number_share_a_height_as_real_ones_do():
+    real = framing_table(SVHNGeometrySampler(SVHN_GEOMETRY))["h_spread"]
+    assert np.percentile(real, 95) == 0  # real annotators gave a number's digits one height
+    assert (drawn(2000)["h_spread"] == 0).all()
+
+
+@needs_geometry
 def test_digit_frequencies_and_shapes_by_digit_match():
     real = framing_table(SVHNGeometrySampler(SVHN_GEOMETRY))
     ours = drawn()
