@@ -41,7 +41,7 @@ import sys
 import time
 
 from digit_detectron.data.synthetic.generate import DIGIT_FREE_SHARE, LABELLED, SPLIT_FRAMING
-from digit_detectron.data.synthetic.layout import STATS_FORMAT
+from digit_detectron.data.synthetic.layout import GEOMETRY_FILE, STATS_FORMAT
 from digit_detectron.data.synthetic.styles import SPLIT_STYLES, split_styles, training_fonts
 from digit_detectron.engine.hooks import LATER_WORK_ENV
 from digit_detectron.evaluation.report import headline, load_report
@@ -164,7 +164,7 @@ def synthetic_data_made(root, styles=None):
         current &= info.get("digit_free_share") == DIGIT_FREE_SHARE.get(split, 0.0)
         # Layouts from the shipped statistics must be today's (a geometry file is the user's own).
         layouts = info.get("layouts") or {}
-        current &= layouts.get("source") is not None and layouts.get("stats_format") in (None, STATS_FORMAT)
+        current &= layouts.get("source") == GEOMETRY_FILE or layouts.get("stats_format") == STATS_FORMAT
         test_ood = len(data.get("images", [])) if split == "test_ood" else test_ood
     return len(train.get("images", [])), test_ood, train["info"].get("seed"), current
 

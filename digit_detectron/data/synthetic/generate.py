@@ -211,9 +211,9 @@ def generate_dataset(
             with _worker_context().Pool(workers, initializer=_init_worker, initargs=(renderer,)) as pool:
                 records = list(bar(pool.imap(_render_and_write, tasks, chunksize=8)))
         seconds = time.perf_counter() - start
+        layouts = layout_info(renderer.layout_sampler)
         for split in splits:
             if split in LABELLED:
-                layouts = layout_info(renderer.layout_sampler)
                 coco = _coco_json((r for r in records if r[0] == split), split, seed, styles[split], layouts)
                 atomic_write_json(os.path.join(staging, split + ".json"), coco)
         for target in targets:

@@ -14,6 +14,7 @@ import numpy as np
 from ..datasets import DatasetError
 
 PARAMETRIC = "parametric"
+GEOMETRY_FILE = "geometry file"  # what a dataset json records of layouts copied from a geometry file
 MAX_DIGITS = 5
 
 # An image size and its digit boxes: ``boxes`` is a (k, 4) float array of XYWH pixel boxes; ``digits``
@@ -339,7 +340,7 @@ def layout_info(sampler):
     """What the dataset json records of its layouts: the source, and the shipped statistics' format."""
     if isinstance(sampler, ParametricSampler):
         return {"source": PARAMETRIC, "stats_format": STATS_FORMAT}
-    return {"source": "geometry file", "stats_format": None}
+    return {"source": GEOMETRY_FILE, "stats_format": None}
 
 
 FRAMINGS = ("train", "test")
