@@ -64,7 +64,10 @@ class SVHNGeometrySampler:
         self.labels = labels
 
     def __call__(self, rng):
-        i = int(rng.integers(len(self.sizes)))
+        return self.layout(int(rng.integers(len(self.sizes))))
+
+    def layout(self, i):
+        """The size and boxes of the file's ``i``-th kept image."""
         w, h = self.sizes[i]
         span = slice(self.starts[i], self.starts[i] + self.counts[i])
         labels = self.labels[span]
@@ -86,10 +89,7 @@ def _number_extent(boxes):
 
 
 def _geometry_layouts(g):
-    return [
-        Layout(int(w), int(h), g.boxes[st : st + k], g.labels[st : st + k])
-        for (w, h), st, k in zip(g.sizes, g.starts, g.counts)
-    ]
+    return [g.layout(i) for i in range(len(g.sizes))]
 
 
 def _row_order(boxes):
@@ -192,10 +192,10 @@ def fit_layout_stats(geometry_file):
     for k in range(1, 5):
         rows, digits = [], []
         for lay in layouts:
-            if len(lay.boxes) != k or lay.digits is None or (np.asarray(lay.digits) < 0).any():
+            if len(lay.boxes) != k or lay.digits is None:  # None: the file does not give all its digits
                 continue
-            order = _row_order(np.asarray(lay.boxes, float))
-            boxes, lab = np.asarray(lay.boxes, float)[order], np.asarray(lay.digits)[order]
+            order = _row_order(lay.boxes)
+            boxes, lab = lay.boxes[order], lay.digits[order]
             rows.append(_layout_variables(lay.width, lay.height, boxes, lab, digit_aspect))
             digits.append(lab)
         values, digits = np.asarray(rows, float), np.asarray(digits, int)
@@ -266,12 +266,10 @@ class ParametricSampler:
 
     def __call__(self, rng):
         k = int(rng.choice(MAX_DIGITS, p=self.count_p)) + 1
-        model = self.models[min(k, 4) - 1]
-        digit_p = model["digit_p"]
-        # A fifth digit (9 of 33,401 real numbers) draws like the fourth.
-        digits = np.array([rng.choice(10, p=digit_p[min(i, len(digit_p) - 1)]) for i in range(k)])
+        m = min(k, 4)  # a fifth digit (9 of 33,401 real numbers) draws like the fourth
+        model = self.models[m - 1]
+        digits = np.array([rng.choice(10, p=model["digit_p"][min(i, m - 1)]) for i in range(k)])
         v = self._joint(rng, model)
-        m = min(k, 4)
         img_h = float(np.exp(v("log_height")))
         box_h = img_h * min(float(v("digit_h")), 0.98)
         if box_h < 9:  # real boxes are >= 9 px tall
@@ -280,17 +278,17 @@ class ParametricSampler:
         widths = np.clip(widths, box_h / 4, box_h * 1.2)
         gaps = box_h * np.array([v(f"gap_{min(i, m - 2)}") for i in range(k - 1)]) if k > 1 else np.zeros(0)
         gaps = np.maximum(gaps, -0.5 * np.minimum(widths[:-1], widths[1:]))  # no box mostly inside another
-        x0 = np.concatenate([[0.0], np.cumsum(widths[:-1] + gaps)])
+        x0 = np.concatenate([[0.0], np.cumsum(widths[:-1] + gaps)])  # increasing: each gap > -width
         dy = box_h * np.array([v(f"dy_{min(i, m - 1)}") for i in range(k)]) if k > 1 else np.zeros(1)
         dy = np.clip(dy, -0.3 * box_h, 0.3 * box_h)
-        group_w = float((x0 + widths).max() - x0.min())
+        group_w = float((x0 + widths).max())
         group_h = float(box_h + dy.max() - dy.min())
         img_h = max(img_h, group_h)
         img_w = max(img_h * float(v("aspect")), group_w + 2)
         left = float(np.clip(float(v("cx")) * img_w - group_w / 2, 0, img_w - group_w))
         top = float(np.clip(float(v("cy")) * img_h - group_h / 2, 0, img_h - group_h))
         y0 = top + dy - dy.min()
-        boxes = np.stack([left + x0 - x0.min(), y0, widths, np.full(k, box_h)], axis=1)
+        boxes = np.stack([left + x0, y0, widths, np.full(k, box_h)], axis=1)
         width, height = int(np.ceil(img_w)), int(np.ceil(img_h))
         # Whole pixels, as annotators draw boxes (and the real statistics were measured on).
         boxes = np.round(boxes)
