@@ -11,6 +11,7 @@ from digit_detectron.evaluation.number_accuracy import record_ground_truth
 from digit_detectron.evaluation.report import (
     BACKGROUND,
     ERROR_KINDS,
+    INK_CONTRAST_BANDS,
     coco_ap_tables,
     confusion_matrix,
     headline,
@@ -168,6 +169,19 @@ def test_report_shows_accuracy_by_glyph_source_of_synthetic_data(tmp_path):
         assert v["accuracy"] == pytest.approx(expected)
     assert (out / "accuracy_by_glyph_source.png").stat().st_size > 1000
     assert json.loads((out / "accuracy_by_glyph_source.json").read_text())["accuracy_by_glyph_source"] == by_source
+    # The same per band of the faintest digit's ink contrast, which the loader keeps from the json.
+    with open(os.path.join(root, "valid.json")) as f:
+        contrasts = {img["id"]: img["ink_contrast"] for img in json.load(f)["images"]}
+    assert {r["image_id"]: r["ink_contrast"] for r in records} == contrasts
+    by_contrast = report["accuracy_by_ink_contrast"]
+    assert sum(v["images"] for v in by_contrast.values()) == 12
+    band = next(f"{lo:g}-{hi:g}" if hi != float("inf") else f">={lo:g}" for lo, hi in INK_CONTRAST_BANDS
+                if lo <= records[0]["ink_contrast"] < hi)  # fmt: skip
+    for name, v in by_contrast.items():
+        expected = 1 - 1 / v["images"] if name == band else 1.0
+        assert v["accuracy"] == pytest.approx(expected)
+    beside = json.loads((out / "accuracy_by_ink_contrast.json").read_text())
+    assert beside["accuracy_by_ink_contrast"] == by_contrast
     # Data without the generator's names (HW2, SVHN) gets no such table.
     plain = write_digit_dataset(tmp_path / "plain", counts=(1, 3, 0))
     register_digits(plain, "nosource")
@@ -175,4 +189,5 @@ def test_report_shows_accuracy_by_glyph_source_of_synthetic_data(tmp_path):
     plain_predictions = {r["file_name"]: (np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)) for r in plain_records}
     plain_report = write_report(plain_records, plain_predictions, NumberReader((0.5,), 0.3, 6), str(tmp_path / "p"))
     assert "accuracy_by_glyph_source" not in plain_report
+    assert "accuracy_by_ink_contrast" not in plain_report
     assert not (tmp_path / "p" / "accuracy_by_glyph_source.png").exists()

@@ -27,6 +27,7 @@ from digit_detectron.data.synthetic.render import (
     INK_THRESHOLD,
     _extrude,
     _keep_apart,
+    ink_contrast,
     render_sample,
     slant_glyphs,
 )
@@ -151,6 +152,28 @@ def test_files_match_the_rendered_samples(dataset, glyphs):
         assert [a["bbox"] for a in record["annotations"]] == sample.boxes.astype(float).tolist()
         assert [a["category_id"] for a in record["annotations"]] == sample.digits.tolist()
         assert record["glyph_source"] == sample.source and sample.source in IN_STYLE.glyph_sources
+        # The json's ink contrast is the faintest digit's, measured on the image as written.
+        faintest = min(ink_contrast(sample.image, sample.boxes, sample.masks))
+        assert record["ink_contrast"] == pytest.approx(faintest, abs=0.005)
+
+
+def test_ink_contrast_of_constructed_digits():
+    """Ink contrast: |median ink - median wall| / (wall std + 4), on the wall around the box that no ink covers."""
+    image = np.full((40, 80, 3), 100, np.uint8)
+    masks = np.zeros((3, 40, 80), np.float32)
+    masks[0, 10:30, 10:16], image[10:30, 10:16] = 1, 200  # plain and strong: 100 / 4
+    masks[1, 10:30, 34:40], image[10:30, 34:40] = 1, 104  # faint: 4 / 4
+    boxes = [[8, 8, 10, 24], [32, 8, 10, 24], [60, 8, 10, 24]]
+    assert ink_contrast(image, boxes, masks) == [25.0, 1.0, 0.0]  # the third digit has no ink left
+    # The same strong digit on a busy wall (a checkerboard of 60 and 140: std 40) scores far lower.
+    busy = image.copy()
+    yy, xx = np.mgrid[:40, :80]
+    busy[((yy // 2 + xx // 2) % 2 == 0)] = 60
+    busy[((yy // 2 + xx // 2) % 2 == 1)] = 140
+    busy[10:30, 10:16] = 200
+    low = ink_contrast(busy, boxes[:1], masks[:1])[0]
+    assert 1.5 < low < 3.0  # |200 - median wall| / (40 + 4)
+    assert ink_contrast(image, np.zeros((0, 4)), np.zeros((0, 40, 80), np.float32)) == []
 
 
 def assert_boxes_hold_visible_ink(samples):
@@ -640,6 +663,12 @@ def test_demo_trains_in_two_processes_on_two_cores_and_names_a_bad_count(tmp_pat
     )
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].startswith("error: --processes")
     assert os.listdir(tmp_path) == []
+
+
+def test_demo_prints_accuracy_by_ink_contrast():
+    demo = load_demo_tool()
+    by_contrast = {"0-1": {"images": 10, "accuracy": 0.4}, ">=5": {"images": 30, "accuracy": 0.9}}
+    assert demo.contrast_line(by_contrast) == "0-1 40% of 10, >=5 90% of 30"
 
 
 def test_demo_names_the_weakest_glyph_sources():

@@ -346,7 +346,14 @@ def main(argv=None):
             print(f"Report {folder}: {headline(report)}")
             if report.get("accuracy_by_glyph_source"):
                 print(f"  weakest glyph sources: {weakest_sources(report['accuracy_by_glyph_source'])}")
+            if report.get("accuracy_by_ink_contrast"):
+                print(f"  by the faintest digit's ink contrast: {contrast_line(report['accuracy_by_ink_contrast'])}")
     return results
+
+
+def contrast_line(by_contrast):
+    """A report's accuracy_by_ink_contrast as one line: accuracy and images per band, faintest first."""
+    return ", ".join(f"{band} {v['accuracy']:.0%} of {v['images']}" for band, v in by_contrast.items())
 
 
 def weakest_sources(by_source, n=3):

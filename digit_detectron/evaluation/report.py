@@ -15,6 +15,10 @@ beside it, and everything in ``report.json``:
 * ``ap_by_height.png``: COCO AP and AP50 by ground-truth box height band in the image's pixels;
 * ``accuracy_by_glyph_source.png``: whole-number accuracy per font (glyph source), for data whose json
   names each image's ``glyph_source`` (the synthetic generator's), so one sees which unseen faces fail.
+* ``accuracy_by_ink_contrast.json``: whole-number accuracy per band of the faintest digit's ink
+  contrast (``INK_CONTRAST_BANDS``), for data whose json gives each image's ``ink_contrast`` (the
+  synthetic generator's ``render.ink_contrast``), so one sees how much of the error is on digits that
+  barely stand out from their wall.
 
 ``ReportEvaluator`` writes it from an evaluation's own inference pass (``train_net.py --eval-only`` and
 the end of training); ``tools/compare_runs.py A B`` prints two reports side by side.
@@ -40,6 +44,8 @@ __all__ = [
     "BACKGROUND",
     "ERROR_KINDS",
     "HEIGHT_BANDS",
+    "INK_CONTRAST_BANDS",
+    "accuracy_by_ink_contrast",
     "confusion_matrix",
     "match_read_digits",
     "number_error_kind",
@@ -60,6 +66,9 @@ ERROR_KINDS = (
 )
 RIGHT_KINDS = ("correct", "leading zero")  # the number (an int) is right
 HEIGHT_BANDS = ((0, 16), (16, 32), (32, 64), (64, 1e5))  # ground-truth box height in the image's pixels
+# the faintest digit's ink contrast (render.ink_contrast): under 1 the ink differs from its wall by less
+# than the wall varies; from 3 up a digit stands out plainly
+INK_CONTRAST_BANDS = ((0, 1), (1, 2), (2, 3), (3, 5), (5, float("inf")))
 REC_THRESHOLDS = np.linspace(0.0, 1.0, 101)
 _logger = logging.getLogger("digit_detectron")
 
@@ -254,6 +263,7 @@ def evaluate_readings(records, predictions, reader):
                 "number": digits_to_number([int(c) for c in read_digits]),
                 "kind": number_error_kind(read_digits, true_digits),
                 "glyph_source": record.get("glyph_source"),
+                "ink_contrast": record.get("ink_contrast"),
             }
         )
     return rows
@@ -266,6 +276,27 @@ def accuracy_by_glyph_source(rows):
         if r["glyph_source"] is not None:
             groups.setdefault(r["glyph_source"], []).append(r["kind"] in RIGHT_KINDS)
     return {name: {"images": len(right), "accuracy": sum(right) / len(right)} for name, right in sorted(groups.items())}
+
+
+def accuracy_by_ink_contrast(rows):
+    """
+    {band label: {"images", "accuracy"}} of the rows (``evaluate_readings``) that give an ink contrast,
+    by the band (``INK_CONTRAST_BANDS``) of their faintest digit's; bands without an image are left out.
+    """
+    groups = {}
+    for r in rows:
+        if r["ink_contrast"] is not None:
+            band = next(b for b in INK_CONTRAST_BANDS if b[0] <= r["ink_contrast"] < b[1])
+            groups.setdefault(band, []).append(r["kind"] in RIGHT_KINDS)
+    return {
+        _contrast_label(band): {"images": len(right), "accuracy": sum(right) / len(right)}
+        for band, right in sorted(groups.items())
+    }
+
+
+def _contrast_label(band):
+    lo, hi = band
+    return f">={lo:g}" if hi == float("inf") else f"{lo:g}-{hi:g}"
 
 
 def write_report(records, predictions, reader, output_dir, gallery_size=8, title=""):
@@ -307,6 +338,9 @@ def write_report(records, predictions, reader, output_dir, gallery_size=8, title
     by_source = accuracy_by_glyph_source(rows)
     if by_source:
         report["accuracy_by_glyph_source"] = by_source
+    by_contrast = accuracy_by_ink_contrast(rows)
+    if by_contrast:
+        report["accuracy_by_ink_contrast"] = by_contrast
     _plot_pr(curves, tables["per_class"], os.path.join(output_dir, "pr_curves.png"), title)
     _plot_confusion(matrix, os.path.join(output_dir, "confusion_matrix.png"), title)
     _plot_kinds(kinds, os.path.join(output_dir, "error_kinds.png"), title)
@@ -316,6 +350,8 @@ def write_report(records, predictions, reader, output_dir, gallery_size=8, title
     if by_source:
         _plot_sources(by_source, report["accuracy"], os.path.join(output_dir, "accuracy_by_glyph_source.png"), title)
         beside["accuracy_by_glyph_source"] = "accuracy_by_glyph_source"
+    if by_contrast:
+        beside["accuracy_by_ink_contrast"] = "accuracy_by_ink_contrast"
     for name, key in beside.items():
         atomic_write_json(os.path.join(output_dir, f"{name}.json"), {key: report[key], "title": title}, indent=1)
     for kind in ERROR_KINDS[2:]:

@@ -10,8 +10,9 @@ Synthetic SVHN-like house-number datasets in the NYCU HW2 layout (the embedded d
     ROOT/free/1.png ...           ROOT/free.json            out-of-style, test framing, no digit at all (optional)
     ROOT/valid_free/1.png ...     ROOT/valid_free.json      the same kind, to choose the reader's gate (optional)
 
-Each json image entry also names the glyph source its digits were drawn from (``glyph_source``), so
-that the evaluation report can show accuracy per font.
+Each json image entry also names the glyph source its digits were drawn from (``glyph_source``) and,
+when it shows digits, the ink contrast of its faintest digit (``ink_contrast``: ``render.ink_contrast``),
+so that the evaluation report can show accuracy per font and per contrast.
 
 The styles are the two disjoint sides of ``styles``' split, recorded in each json's ``info``. Image
 sizes and box layouts (and the digits, when the geometry file labels them) come from real SVHN
@@ -41,7 +42,7 @@ from ..datasets import DIGIT_CLASSES, DatasetError, load_digits_json
 from ..image_io import read_image
 from .glyphs import GlyphBank
 from .layout import ReframedSampler, build_layout_sampler, layout_info
-from .render import render_sample
+from .render import ink_contrast, render_sample
 from .styles import split_styles
 
 # In this order: a split's index is part of its images' seeds.
@@ -112,15 +113,19 @@ def _render_and_write(task, renderer=None):
     sample = (renderer or _renderer)(split, image_id)
     _write_png(os.path.join(folder, f"{image_id}.png"), sample.image)
     height, width = sample.image.shape[:2]
-    return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist(), sample.source
+    contrast = ink_contrast(sample.image, sample.boxes, sample.masks)
+    faintest = round(min(contrast), 2) if contrast else None
+    return split, image_id, width, height, sample.boxes.tolist(), sample.digits.tolist(), sample.source, faintest
 
 
 def _coco_json(records, split, seed, style, layouts=None):
     images, annotations = [], []
-    for _, image_id, width, height, boxes, digits, source in records:
-        images.append(
-            {"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width, "glyph_source": source}
-        )
+    for _, image_id, width, height, boxes, digits, source, faintest in records:
+        image = {"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width}
+        image["glyph_source"] = source
+        if faintest is not None:
+            image["ink_contrast"] = faintest
+        images.append(image)
         for box, digit in zip(boxes, digits):
             annotations.append(
                 {

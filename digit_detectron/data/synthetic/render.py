@@ -33,7 +33,41 @@ CLUTTER_LETTERS = "ACEFHJKLMNPRTUVWXY"
 GLYPH_SLANT = (-0.1, 0.3)
 PLAIN_ONE_P = 0.5  # how often a "1" is drawn as a plain shape: a bar, with a flag, with a flag and a base
 PLAIN_ONE_SHAPE_P = (0.5, 0.3, 0.2)
+# ``ink_contrast``: the wall around a digit is its box widened by this share of its height on every side.
+CONTRAST_RING = 0.3
+CONTRAST_NOISE_FLOOR = 4.0  # grey levels added to the wall's spread, so a flat wall does not divide by 0
 _SCHEMES = {}
+
+
+def ink_contrast(image_rgb, boxes, masks):
+    """
+    How clearly each digit of a rendered sample stands out, in the final image (after blur, noise and
+    JPEG): ``|median grey of its ink - median grey of the wall around it| / (the wall's grey-level
+    standard deviation + CONTRAST_NOISE_FLOOR)``. The ink is where the digit's mask is at least
+    INK_THRESHOLD, the wall the pixels of its box widened by CONTRAST_RING of its height that no digit
+    covers (mask < 0.05): a digit on a busy texture scores low even when its colour differs. Under 1 the
+    ink differs from the wall by less than the wall varies (hard for a person to read too); a plain
+    high-contrast digit scores 10 or more. A digit with no ink pixel left scores 0. ``boxes``: XYWH;
+    ``masks``: (k, H, W) floats (``Sample.masks``). Returns a list of k floats.
+    """
+    grey = cv2.cvtColor(np.ascontiguousarray(image_rgb), cv2.COLOR_RGB2GRAY).astype(np.float32)
+    H, W = grey.shape
+    covered = masks.max(axis=0) if len(masks) else np.zeros((H, W), np.float32)
+    out = []
+    for (x, y, w, h), mask in zip(np.asarray(boxes, float).reshape(-1, 4), masks):
+        pad = CONTRAST_RING * h
+        x1, y1 = int(max(0, np.floor(x - pad))), int(max(0, np.floor(y - pad)))
+        x2, y2 = int(min(W, np.ceil(x + w + pad))), int(min(H, np.ceil(y + h + pad)))
+        region = grey[y1:y2, x1:x2]
+        ink = mask[y1:y2, x1:x2] >= INK_THRESHOLD
+        wall = covered[y1:y2, x1:x2] < 0.05
+        if not ink.any() or wall.sum() < 4:
+            out.append(0.0)
+            continue
+        wall_grey = region[wall]
+        diff = abs(float(np.median(region[ink])) - float(np.median(wall_grey)))
+        out.append(diff / (float(wall_grey.std()) + CONTRAST_NOISE_FLOOR))
+    return out
 
 
 def _scheme(style):
