@@ -191,6 +191,11 @@ def add_digit_config(cfg):
     _C.DIGITS.PRETRAIN.AUGMENT = "basic"
     # Where pre-trained backbones are cached for later runs.
     _C.DIGITS.PRETRAIN.CACHE_DIR = "output/cache"
+    # Instead of the warm start, start the bottom-up backbone from a trained model's (when MODEL.WEIGHTS
+    # is empty): "" (the warm start above, if ENABLED), "ready" (the package's ready model,
+    # docs/model_card.md) or the path of a bundle or checkpoint whose backbone has this config's layers
+    # and shapes. The FPN and the heads start fresh.
+    _C.DIGITS.PRETRAIN.FROM = ""
     # Metric the best-checkpoint hook maximises ("" disables the hook).
     _C.DIGITS.BEST_METRIC = "bbox/AP"
     # Draw tools/plot_metrics.py's PNGs into OUTPUT_DIR at the end of training.

@@ -133,3 +133,76 @@ def test_shape_augmentation_varies_glyphs_but_keeps_them_centred():
 def test_bad_pretrain_augment_names_the_key(tmp_path):
     with pytest.raises(ConfigError, match="DIGITS.PRETRAIN.AUGMENT"):
         get_digit_cfg(CONFIG, tiny_model_opts(tmp_path) + ["DIGITS.PRETRAIN.AUGMENT", "heavy"])
+
+
+READY_CONFIG = os.path.join(REPO_ROOT, "configs", "digits_ready.yaml")
+
+
+def _from_opts(tmp_path, source):
+    return tiny_model_opts(tmp_path) + [
+        "DIGITS.PRETRAIN.FROM",
+        str(source),
+        "DIGITS.PRETRAIN.CACHE_DIR",
+        str(tmp_path / "cache"),
+    ]
+
+
+def test_backbone_from_a_trained_model_fills_the_backbone_and_leaves_the_rest_fresh(tmp_path):
+    """DIGITS.PRETRAIN.FROM: the detector starts from another model's bottom-up backbone, not a warm start."""
+    trained = build_model(get_digit_cfg(CONFIG, tiny_model_opts(tmp_path)))
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.add_(torch.randn_like(p))  # weights no fresh model has
+    source_state = trained.state_dict()
+    source = tmp_path / "trained.pth"
+    torch.save({"model": source_state}, source)
+    # FROM wins over the crop warm start (which these settings would run).
+    cfg = get_digit_cfg(CONFIG, _from_opts(tmp_path, source) + ["DIGITS.PRETRAIN.ENABLED", "True"])
+    path = maybe_pretrain(cfg)
+    assert cfg.MODEL.WEIGHTS == path and os.path.dirname(path) == str(tmp_path / "cache")
+    saved = torch.load(path, weights_only=True)["model"]
+    assert set(saved) == {k for k in source_state if k.startswith("backbone.bottom_up.")}
+    model = build_model(cfg)
+    DigitCheckpointer(model).load(path)
+    state = model.state_dict()
+    for key in saved:
+        assert torch.equal(state[key], source_state[key]), key
+    for key in ("backbone.fpn_lateral2.weight", "roi_heads.box_predictor.cls_score.weight"):
+        assert not torch.equal(state[key], source_state[key]), key  # the FPN and the heads start fresh
+    mtime = os.path.getmtime(path)
+    again = get_digit_cfg(CONFIG, _from_opts(tmp_path, source))
+    assert maybe_pretrain(again) == path and os.path.getmtime(path) == mtime  # cut once, reused
+    explicit = get_digit_cfg(CONFIG, _from_opts(tmp_path, source) + ["MODEL.WEIGHTS", "x.pth"])
+    assert maybe_pretrain(explicit) is None and explicit.MODEL.WEIGHTS == "x.pth"
+
+
+def test_backbone_from_the_ready_model(tmp_path):
+    """ "ready" is the package's ready model: its backbone starts a detector of its architecture."""
+    from digit_detectron.checkpoint.bundle import READY_MODEL, safe_torch_load
+
+    cfg = get_digit_cfg(READY_CONFIG, _from_opts(tmp_path, "ready"))
+    saved = torch.load(maybe_pretrain(cfg), weights_only=True)["model"]
+    ready = safe_torch_load(READY_MODEL)["model"]  # float16 weights
+    assert len(saved) == len([k for k in ready if k.startswith("backbone.bottom_up.")]) > 50
+    for key, value in saved.items():
+        # float16 in the slim bundle, float32 here (BatchNorm's step count stays an integer)
+        assert value.dtype == (torch.int64 if key.endswith("num_batches_tracked") else torch.float32), key
+        assert torch.equal(value, ready[key].to(value.dtype)), key
+
+
+def test_backbone_from_a_model_of_another_architecture_names_the_key_file_and_layer(tmp_path):
+    # The ready model has no res5: a config whose backbone has one cannot start from it.
+    with pytest.raises(ConfigError, match=r"DIGITS.PRETRAIN.FROM 'ready': .*digits_ready.pth has no backbone"):
+        maybe_pretrain(get_digit_cfg(CONFIG, _from_opts(tmp_path, "ready")))
+    state = build_model(get_digit_cfg(CONFIG, tiny_model_opts(tmp_path))).state_dict()
+    state["backbone.bottom_up.stem.conv1.weight"] = torch.zeros(3, 3)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model": state}, wrong)
+    with pytest.raises(ConfigError, match=r"wrong.pth's backbone.bottom_up.stem.conv1.weight is \(3, 3\)"):
+        maybe_pretrain(get_digit_cfg(CONFIG, _from_opts(tmp_path, wrong)))
+    with pytest.raises(ConfigError, match=r"DIGITS.PRETRAIN.FROM .*missing.pth: no such model file"):
+        maybe_pretrain(get_digit_cfg(CONFIG, _from_opts(tmp_path, tmp_path / "missing.pth")))
+    not_a_model = tmp_path / "notes.pth"
+    not_a_model.write_text("not a torch file")
+    with pytest.raises(ConfigError, match=r"DIGITS.PRETRAIN.FROM .*notes.pth"):
+        maybe_pretrain(get_digit_cfg(CONFIG, _from_opts(tmp_path, not_a_model)))

@@ -22,6 +22,10 @@ __all__ = [
     "BUNDLE_FORMAT",
     "BUNDLE_KEY",
     "BundleError",
+    "READY_MODEL",
+    "READY_MODEL_ONNX",
+    "WEIGHTS_DIR",
+    "ready_model",
     "bundle_entry",
     "pickle_trusted",
     "safe_torch_load",
@@ -37,6 +41,24 @@ BUNDLE_FORMAT = 1
 
 class BundleError(DigitError, ValueError):
     """A model file is not a checkpoint this project can read, or its embedded config is unusable."""
+
+
+# The ready model shipped in the package (``make model`` trains it; docs/model_card.md): what
+# ``DigitReader()`` and ``digit-detectron read`` use when no model is named.
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
+READY_MODEL = os.path.join(WEIGHTS_DIR, "digits_ready.pth")
+READY_MODEL_ONNX = os.path.join(WEIGHTS_DIR, "digits_ready.onnx")
+
+
+def ready_model(exported=False):
+    """The path of the shipped ready model (its ONNX export with ``exported``); BundleError when absent."""
+    path = READY_MODEL_ONNX if exported else READY_MODEL
+    if not os.path.isfile(path):
+        raise BundleError(
+            f"{path}: this installation ships no ready model; pass a model (a bundle written by training, "
+            f"e.g. output/demo/train/model_best.pth), or train the ready model with `make model`"
+        )
+    return path
 
 
 def bundle_entry(cfg):

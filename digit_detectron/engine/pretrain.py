@@ -23,8 +23,10 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..checkpoint.bundle import BundleError, ready_model, safe_torch_load
 from ..data.image_io import read_image
 from ..utils.boxes import box_iou
+from ..utils.errors import ConfigError
 from ..utils.io import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -286,12 +288,79 @@ def pretrain_cache_path(cfg, dataset_names):
     return os.path.join(p.CACHE_DIR, f"backbone_pretrain_{digest}.pth")
 
 
+def backbone_source_path(source):
+    """The model file that ``DIGITS.PRETRAIN.FROM`` names: "ready" is the package's ready model."""
+    return ready_model() if source == "ready" else os.path.expanduser(source)
+
+
+def backbone_from_model(cfg, source, output_dir):
+    """
+    Cut the bottom-up backbone (``backbone.bottom_up.*``) out of a trained model file (``source``: see
+    ``backbone_source_path``) into a checkpoint under ``output_dir`` that starts ``cfg``'s detector,
+    keyed by the file's bytes and the backbone's layers, and return its path. The file must hold every
+    bottom-up parameter and buffer of ``cfg``'s backbone in the same shape: otherwise a ConfigError
+    naming DIGITS.PRETRAIN.FROM, the file and the first layer that differs.
+    """
+    try:
+        path = backbone_source_path(source)
+    except BundleError as e:
+        raise ConfigError(f"DIGITS.PRETRAIN.FROM {source!r}: {e}") from None
+    if not os.path.isfile(path):
+        raise ConfigError(f"DIGITS.PRETRAIN.FROM {source!r}: {path}: no such model file")
+    expected = build_backbone(cfg).bottom_up.state_dict()
+    digest = hashlib.sha1(json.dumps([(k, list(v.shape)) for k, v in expected.items()]).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read())
+    out = os.path.join(output_dir, f"backbone_from_{digest.hexdigest()[:12]}.pth")  # this file, this backbone
+    if os.path.isfile(out):
+        return out
+    try:
+        loaded = safe_torch_load(path)
+    except BundleError as e:
+        raise ConfigError(f"DIGITS.PRETRAIN.FROM {source!r}: {e}") from None
+    weights = loaded.get("model", loaded) if isinstance(loaded, dict) else None
+    if not isinstance(weights, dict):
+        raise ConfigError(f"DIGITS.PRETRAIN.FROM {source!r}: {path} holds no model weights")
+    prefix = "backbone.bottom_up."
+    state = {}
+    for key, value in expected.items():
+        theirs = weights.get(prefix + key)
+        if not isinstance(theirs, torch.Tensor):
+            raise ConfigError(
+                f"DIGITS.PRETRAIN.FROM {source!r}: {path} has no {prefix}{key}, which this config's backbone "
+                f"has: its backbone is another architecture (MODEL.RESNETS / MODEL.BACKBONE)"
+            )
+        if tuple(theirs.shape) != tuple(value.shape):
+            raise ConfigError(
+                f"DIGITS.PRETRAIN.FROM {source!r}: {path}'s {prefix}{key} is {tuple(theirs.shape)}, this "
+                f"config's is {tuple(value.shape)}: its backbone is another architecture"
+            )
+        state[prefix + key] = theirs.to(value.dtype)
+    os.makedirs(output_dir, exist_ok=True)
+    with atomic_open(out, "wb") as f:
+        torch.save({"model": state, "__author__": f"digit_detectron.engine.pretrain from {path}"}, f)
+    logger.info(f"Backbone of {path} ({len(state)} tensors) -> {out}")
+    return out
+
+
 def maybe_pretrain(cfg):
     """
-    If DIGITS.PRETRAIN.ENABLED and MODEL.WEIGHTS is empty, point MODEL.WEIGHTS (cfg not frozen) at the
-    cached pre-trained backbone, making it first if the cache lacks it. Returns the path or None.
+    If MODEL.WEIGHTS is empty: with DIGITS.PRETRAIN.FROM, point MODEL.WEIGHTS (cfg not frozen) at that
+    model's backbone (``backbone_from_model``); else, with DIGITS.PRETRAIN.ENABLED, at the cached
+    pre-trained backbone, making it first if the cache lacks it. Returns the path or None.
     """
-    if not cfg.DIGITS.PRETRAIN.ENABLED or cfg.MODEL.WEIGHTS:
+    if cfg.MODEL.WEIGHTS:
+        return None
+    source = cfg.DIGITS.PRETRAIN.FROM
+    if source:
+        path = None
+        if comm.is_main_process():
+            path = backbone_from_model(cfg, source, cfg.DIGITS.PRETRAIN.CACHE_DIR)
+        comm.synchronize()
+        path = path or backbone_from_model(cfg, source, cfg.DIGITS.PRETRAIN.CACHE_DIR)  # made: only its path
+        cfg.MODEL.WEIGHTS = path
+        return path
+    if not cfg.DIGITS.PRETRAIN.ENABLED:
         return None
     path = pretrain_cache_path(cfg, cfg.DATASETS.TRAIN)
     if comm.is_main_process():

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..checkpoint.bundle import BundleError
+from ..checkpoint.bundle import READY_MODEL, READY_MODEL_ONNX, BundleError, ready_model  # noqa: F401 (re-exported)
 from ..config import get_model_cfg
 from ..data.image_io import ImageReadError, read_image
 from ..evaluation.drawing import draw_panel, save_png
@@ -95,22 +95,6 @@ def _with_caption(image_rgb, text):
 
 
 EXPORTED_SUFFIXES = (".onnx", ".ts")
-# The ready model shipped in the package (``make model`` trains it; docs/model_card.md): what
-# ``DigitReader()`` and ``digit-detectron read`` use when no model is named.
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "weights")
-READY_MODEL = os.path.join(WEIGHTS_DIR, "digits_ready.pth")
-READY_MODEL_ONNX = os.path.join(WEIGHTS_DIR, "digits_ready.onnx")
-
-
-def ready_model(exported=False):
-    """The path of the shipped ready model (its ONNX export with ``exported``); BundleError when absent."""
-    path = READY_MODEL_ONNX if exported else READY_MODEL
-    if not os.path.isfile(path):
-        raise BundleError(
-            f"{path}: this installation ships no ready model; pass a model (a bundle written by training, "
-            f"e.g. output/demo/train/model_best.pth), or train the ready model with `make model`"
-        )
-    return path
 
 
 class DigitReader:
