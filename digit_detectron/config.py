@@ -5,7 +5,7 @@ import os
 import yaml
 from detectron2.config import CfgNode as CN
 
-from .checkpoint.bundle import read_bundle_config
+from .checkpoint.bundle import BundleError, read_bundle_config, ready_model
 from .data.datasets import register_digits
 from .modeling.iou_loss import IOU_LOSS_TYPES
 from .utils.cli import device_opts
@@ -272,9 +272,27 @@ def get_digit_cfg(config_file=None, opts=(), embedded=None):
         cfg.MODEL.DEVICE = resolve_device(cfg.MODEL.DEVICE)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    cfg.MODEL.WEIGHTS = resolve_weights(cfg.MODEL.WEIGHTS)
     validate_config(cfg)
     register_config_datasets(cfg)
     return cfg
+
+
+READY_WEIGHTS = "ready"  # MODEL.WEIGHTS / --weights: the package's ready model (docs/model_card.md)
+
+
+def resolve_weights(weights):
+    """
+    The model file that MODEL.WEIGHTS (or --weights) names: ``READY_WEIGHTS`` ("ready") is the package's
+    ready model, to evaluate it or to train from it (every layer; configs/digits_demo.yaml does);
+    anything else is itself. A ConfigError where "ready" is asked for and the package has none.
+    """
+    if weights != READY_WEIGHTS:
+        return weights
+    try:
+        return ready_model()
+    except BundleError as e:
+        raise ConfigError(f"MODEL.WEIGHTS {READY_WEIGHTS!r}: {e}") from None
 
 
 def option_value(opts, key):
@@ -293,7 +311,9 @@ def get_model_cfg(config_file=None, opts=(), weights=None):
     opts = list(opts)
     if weights:
         opts += ["MODEL.WEIGHTS", weights]
-    weights = option_value(opts, "MODEL.WEIGHTS")
+    weights = resolve_weights(option_value(opts, "MODEL.WEIGHTS"))
+    if weights:
+        opts += ["MODEL.WEIGHTS", weights]
     files = [config_file] if isinstance(config_file, str) else [f for f in (config_file or []) if f]
     if not weights and not files:
         raise ConfigError("no model: pass --weights MODEL.pth (a bundle written by training) or --config-file")

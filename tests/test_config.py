@@ -149,3 +149,25 @@ def test_bad_width_scale_names_the_key(opts):
 
     with pytest.raises(ConfigError, match="INPUT.WIDTH_SCALE"):
         get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml"), opts)
+
+
+def test_weights_named_ready_are_the_packages_ready_model(monkeypatch):
+    from digit_detectron.checkpoint import bundle
+    from digit_detectron.config import ConfigError, get_model_cfg
+
+    cfg = get_digit_cfg(os.path.join(REPO_ROOT, "configs", "digits_demo.yaml"))
+    assert cfg.MODEL.WEIGHTS == bundle.READY_MODEL and os.path.isfile(cfg.MODEL.WEIGHTS)
+    assert get_digit_cfg(None, ["MODEL.WEIGHTS", "ready"]).MODEL.WEIGHTS == bundle.READY_MODEL
+    # A tool's --weights ready: the bundle's own config comes with it.
+    model_cfg = get_model_cfg(None, [], weights="ready")
+    assert model_cfg.MODEL.WEIGHTS == bundle.READY_MODEL and model_cfg.MODEL.RESNETS.OUT_FEATURES == [
+        "res2",
+        "res3",
+        "res4",
+    ]
+    # An installation without the ready model says so, naming the key.
+    monkeypatch.setattr(bundle, "READY_MODEL", os.path.join(REPO_ROOT, "no_such_ready_model.pth"))
+    with pytest.raises(
+        ConfigError, match="MODEL.WEIGHTS 'ready': .*no_such_ready_model.pth: this installation ships no ready"
+    ):
+        get_digit_cfg(None, ["MODEL.WEIGHTS", "ready"])

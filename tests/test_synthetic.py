@@ -643,6 +643,14 @@ def test_demo_trains_again_when_its_data_or_config_changed_and_keeps_the_old_tra
     with open(os.path.join(train_dir, "last_checkpoint"), "w") as f:
         f.write("model_0000499.pth")
     assert demo.prepare_train_dir(train_dir, new_sig) is not None
+    # The model a training starts from (MODEL.WEIGHTS: the ready model for the demo's config) is part of
+    # it: other bytes under the same path are a change.
+    start = tmp_path / "start.pth"
+    start.write_bytes(b"one model")
+    from_model = demo.training_signature(str(root), str(config), ["MODEL.WEIGHTS", str(start)])
+    assert demo.training_signature(str(root), str(config), ["MODEL.WEIGHTS", str(start)]) == from_model
+    start.write_bytes(b"the model trained again")
+    assert demo.training_signature(str(root), str(config), ["MODEL.WEIGHTS", str(start)]) != from_model
 
 
 @pytest.mark.slow

@@ -1,16 +1,18 @@
 #!/usr/bin/env python
 """
-`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores): about 30 minutes on an
-AMD EPYC with AVX-512 bf16, set-up included; longer on CPUs without AVX-512 (benchmarks/speed.md).
-Training prints an estimate of the time left for every phase after its first steps.
+`make demo`: the whole job on the embedded synthetic data, on a CPU (2 cores; benchmarks/speed.md has
+the times per CPU kind). Training prints an estimate of the time left for every phase after its first
+steps.
 
 1. generate the synthetic house-number dataset (datasets/prepare_synthetic.py) unless present in the
    size, seed and styles asked for: train in-style (a tenth digit-free walls, a quarter in the real test
    framing), valid / test / test_ood / test_wide / free / valid_free out-of-style, valid_instyle
    in-style;
-2. train configs/digits_cpu.yaml (backbone pre-training warm start, evaluation on the out-of-style
-   validation split, whose AP picks the best checkpoint), in two one-thread processes on 2+ cores
-   (``--processes``; 0.38 against 0.43 s per step for one two-thread process, benchmarks/speed.md);
+2. train configs/digits_demo.yaml: the package's ready model fine-tuned for 1,500 steps on the train
+   split (``--config-file configs/digits_cpu.yaml`` trains from scratch instead: a warm start on digit
+   crops, then 3,500 steps), evaluated on the out-of-style validation split, whose AP picks the best
+   checkpoint, in two one-thread processes on 2+ cores (``--processes``; 0.38 against 0.43 s per step
+   for one two-thread process, benchmarks/speed.md);
 3. measure the number reader's thresholds on the out-of-style validation split and its gate on the
    digit-free valid_free split (tools/tune_reader.py --digit-free), which writes them into the best
    checkpoint, a model bundle (its config inside: no --config-file from here on);
@@ -75,7 +77,11 @@ def get_parser():
     parser = argument_parser(__doc__)
     parser.add_argument("--data", default=os.path.join("datasets", "digits"), help="dataset root")
     parser.add_argument("--output", default=os.path.join("output", "demo"))
-    parser.add_argument("--config-file", default=os.path.join("configs", "digits_cpu.yaml"))
+    parser.add_argument(
+        "--config-file",
+        default=os.path.join("configs", "digits_demo.yaml"),
+        help="what to train (default: the ready model fine-tuned; configs/digits_cpu.yaml: from scratch)",
+    )
     parser.add_argument("--train", type=int, default=4000, help="synthetic train images")
     parser.add_argument("--valid", type=int, default=400, help="images of valid and valid_instyle each")
     parser.add_argument(
@@ -184,10 +190,11 @@ def _generator_json(path):
 
 def training_signature(data_root, config_file, opts):
     """
-    What a finished demo training depends on: the train annotations (hash of train.json) and the
+    What a finished demo training depends on: the train annotations (hash of train.json), the
     config it trains with, merged as train_net merges it (the file, every ``_BASE_`` under it, then the
-    opts: hash of the merged YAML), so that an edit of a base config is seen too. A training under
-    another signature is stale. A config that does not load is a ConfigError naming it.
+    opts: hash of the merged YAML), so that an edit of a base config is seen too, and the model file it
+    starts from (MODEL.WEIGHTS, e.g. the ready model: hash of its bytes). A training under another
+    signature is stale. A config that does not load is a ConfigError naming it.
     """
     from digit_detectron.config import get_digit_cfg
 
@@ -196,8 +203,12 @@ def training_signature(data_root, config_file, opts):
             train_json = hashlib.sha256(f.read()).hexdigest()[:16]
     except OSError:
         train_json = None
-    merged = get_digit_cfg(config_file, list(opts)).dump()
-    return {"train_json": train_json, "config": hashlib.sha256(merged.encode()).hexdigest()[:16]}
+    cfg = get_digit_cfg(config_file, list(opts))
+    signature = {"train_json": train_json, "config": hashlib.sha256(cfg.dump().encode()).hexdigest()[:16]}
+    if cfg.MODEL.WEIGHTS and os.path.isfile(cfg.MODEL.WEIGHTS):  # the model it starts from (the ready model)
+        with open(cfg.MODEL.WEIGHTS, "rb") as f:
+            signature["weights"] = hashlib.sha256(f.read()).hexdigest()[:16]
+    return signature
 
 
 SIGNATURE_FILE = "demo_signature.json"
