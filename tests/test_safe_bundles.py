@@ -94,10 +94,10 @@ def test_a_slim_bundle_is_float16_weights_and_config_and_reads_like_the_original
 
 
 def test_without_a_shipped_ready_model_the_reader_says_how_to_get_one(monkeypatch, tmp_path):
-    from digit_detectron.inference import reader_api
+    from digit_detectron.checkpoint import bundle
 
-    monkeypatch.setattr(reader_api, "READY_MODEL", str(tmp_path / "weights" / "digits_ready.pth"))
-    monkeypatch.setattr(reader_api, "READY_MODEL_ONNX", str(tmp_path / "weights" / "digits_ready.onnx"))
+    monkeypatch.setattr(bundle, "READY_MODEL", str(tmp_path / "weights" / "digits_ready.pth"))
+    monkeypatch.setattr(bundle, "READY_MODEL_ONNX", str(tmp_path / "weights" / "digits_ready.onnx"))
     for engine in ("auto", "torch", "onnx"):
         with pytest.raises(BundleError, match="ships no ready model; pass a model .*make model"):
             DigitReader(device="cpu", engine=engine)
