@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """
-`make model`: train the ready model that ships in the package (digit_detectron/weights/), the way
-`make demo` trains its model, with a longer schedule and more data:
+`make model`: train the ready model that ships in the package (digit_detectron/weights/) from scratch
+(a warm start on digit crops, then the detector; `make demo` fine-tunes the model this makes), with
+`make demo`'s tools on more data:
 
 1. `tools/demo.py` with configs/digits_ready.yaml (digits_cpu.yaml without ResNet-18's last stage), 8,000
    synthetic train images laid out from the shipped layout statistics (``--geometry parametric``: the same
