@@ -20,6 +20,23 @@ CONFIG = os.path.join(REPO_ROOT, "configs", "digits_cpu.yaml")
 TRAIN_NET = os.path.join(REPO_ROOT, "tools", "train_net.py")
 
 
+def train_net(config, root, out, opts):
+    """tools/train_net.py on the dataset under ``root``: (its evaluations from metrics.json, its log)."""
+    env = dict(os.environ, DIGITS_DATASET_ROOT=root, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, TRAIN_NET, "--config-file", config, *opts],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    with open(os.path.join(out, "metrics.json")) as f:
+        evals = [r for r in map(json.loads, f) if "bbox/AP" in r]
+    return evals, proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_short_recipe_run_improves_out_of_style_ap_over_its_first_evaluation(tmp_path):
     root = str(tmp_path / "digits")
@@ -33,20 +50,9 @@ def test_short_recipe_run_improves_out_of_style_ap_over_its_first_evaluation(tmp
         "SOLVER.EPOCHS 0 SOLVER.MAX_ITER 120 SOLVER.WARMUP_ITERS 10 TEST.EVAL_PERIOD 20 DATALOADER.NUM_WORKERS 0 "
         "SEED 0 DIGITS.PRETRAIN.STEPS 150 DIGITS.PRETRAIN.BATCH_SIZE 64 DIGITS.PLOT_AT_END False"
     ).split() + ["DIGITS.PRETRAIN.CACHE_DIR", str(tmp_path / "cache"), "OUTPUT_DIR", str(out)]
-    env = dict(os.environ, DIGITS_DATASET_ROOT=root, PYTHONUNBUFFERED="1")
-    proc = subprocess.run(
-        [sys.executable, TRAIN_NET, "--config-file", CONFIG, *opts],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=REPO_ROOT,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    assert "Backbone pre-training done" in proc.stdout + proc.stderr
+    evals, log = train_net(CONFIG, root, out, opts)
+    assert "Backbone pre-training done" in log
     assert os.listdir(tmp_path / "cache")  # the warm start the detector started from
-    with open(out / "metrics.json") as f:
-        evals = [r for r in map(json.loads, f) if "bbox/AP" in r]
     # the last one as detectron2 logs the final evaluation
     assert [r["iteration"] for r in evals] == [19, 39, 59, 79, 99, 120]
     ap50 = [r["bbox/AP50"] for r in evals]
@@ -66,7 +72,6 @@ def test_demo_recipe_fine_tunes_the_ready_model(tmp_path):
     """
     root = str(tmp_path / "digits")
     generate_dataset(root, num_train=96, num_valid=24, num_test=0, seed=3, geometry=GEOMETRY)
-    env = dict(os.environ, DIGITS_DATASET_ROOT=root, PYTHONUNBUFFERED="1")
 
     def train(name, extra):
         out = tmp_path / name
@@ -74,18 +79,8 @@ def test_demo_recipe_fine_tunes_the_ready_model(tmp_path):
             "SOLVER.EPOCHS 0 SOLVER.MAX_ITER 20 SOLVER.WARMUP_ITERS 5 SOLVER.IMS_PER_BATCH 4 TEST.EVAL_PERIOD 20 "
             "DATALOADER.NUM_WORKERS 0 SEED 0 DIGITS.PLOT_AT_END False DIGITS.REPORT False"
         ).split() + ["DIGITS.PRETRAIN.CACHE_DIR", str(tmp_path / "cache"), "OUTPUT_DIR", str(out), *extra]
-        proc = subprocess.run(
-            [sys.executable, TRAIN_NET, "--config-file", DEMO_CONFIG, *opts],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            cwd=REPO_ROOT,
-        )
-        assert proc.returncode == 0, proc.stderr[-5000:]
-        with open(out / "metrics.json") as f:
-            evals = [r for r in map(json.loads, f) if "bbox/AP" in r]
-        return evals[-1]["bbox/AP50"], proc.stdout + proc.stderr
+        evals, log = train_net(DEMO_CONFIG, root, out, opts)
+        return evals[-1]["bbox/AP50"], log
 
     ready_ap50, log = train("ready", [])
     assert f"Loading from {READY_MODEL}" in log
