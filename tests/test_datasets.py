@@ -74,3 +74,25 @@ def test_non_integer_test_stem_is_a_clear_error(tmp_path):
     register_digits(root, "stem")
     with pytest.raises(DatasetError, match="house.png: file stem 'house' is not an integer"):
         DatasetCatalog.get("stem_test")
+
+
+def test_loader_keeps_a_valid_ink_contrast_and_drops_others(tmp_path):
+    """The generator's ink_contrast reaches the records when it is a non-negative number, else not at all."""
+    import cv2
+    import numpy as np
+
+    from digit_detectron.data.datasets import load_digits_json
+
+    (tmp_path / "img").mkdir()
+    values = [2.5, 0, -1.0, float("nan"), float("inf"), "3", True, None]
+    images = []
+    for i, value in enumerate(values, 1):
+        cv2.imwrite(str(tmp_path / "img" / f"{i}.png"), np.zeros((20, 30, 3), np.uint8))
+        image = {"id": i, "file_name": f"{i}.png", "height": 20, "width": 30}
+        if value is not None:
+            image["ink_contrast"] = value
+        images.append(image)
+    categories = [{"id": d + 1, "name": str(d)} for d in range(10)]
+    (tmp_path / "a.json").write_text(json.dumps({"images": images, "annotations": [], "categories": categories}))
+    records = load_digits_json(str(tmp_path / "a.json"), str(tmp_path / "img"))
+    assert [r.get("ink_contrast") for r in records] == [2.5, 0.0, None, None, None, None, None, None]

@@ -166,7 +166,7 @@ def load_digits_json(json_file, image_dir):
         if isinstance(img.get("glyph_source"), str):  # the synthetic generator's record of the font
             records[img["id"]]["glyph_source"] = img["glyph_source"]
         contrast = img.get("ink_contrast")  # and of its faintest digit's ink contrast
-        if isinstance(contrast, (int, float)) and not isinstance(contrast, bool) and math.isfinite(contrast):
+        if isinstance(contrast, (int, float)) and not isinstance(contrast, bool) and 0 <= contrast < math.inf:
             records[img["id"]]["ink_contrast"] = float(contrast)
 
     clipped = 0
