@@ -311,9 +311,7 @@ def get_model_cfg(config_file=None, opts=(), weights=None):
     opts = list(opts)
     if weights:
         opts += ["MODEL.WEIGHTS", weights]
-    weights = resolve_weights(option_value(opts, "MODEL.WEIGHTS"))
-    if weights:
-        opts += ["MODEL.WEIGHTS", weights]
+    weights = resolve_weights(option_value(opts, "MODEL.WEIGHTS"))  # get_digit_cfg resolves the opts' own
     files = [config_file] if isinstance(config_file, str) else [f for f in (config_file or []) if f]
     if not weights and not files:
         raise ConfigError("no model: pass --weights MODEL.pth (a bundle written by training) or --config-file")

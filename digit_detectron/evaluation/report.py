@@ -230,9 +230,9 @@ def coco_ap_tables(images, bands=HEIGHT_BANDS):
     }
 
 
-def _band_name(band):
+def _band_name(band, unit=" px"):
     lo, hi = band
-    return f">={lo:g} px" if hi >= 1e5 else f"{lo:g}-{hi:g} px"
+    return f">={lo:g}{unit}" if hi >= 1e5 else f"{lo:g}-{hi:g}{unit}"
 
 
 def evaluate_readings(records, predictions, reader):
@@ -289,14 +289,9 @@ def accuracy_by_ink_contrast(rows):
             band = next(b for b in INK_CONTRAST_BANDS if b[0] <= r["ink_contrast"] < b[1])
             groups.setdefault(band, []).append(r["kind"] in RIGHT_KINDS)
     return {
-        _contrast_label(band): {"images": len(right), "accuracy": sum(right) / len(right)}
+        _band_name(band, unit=""): {"images": len(right), "accuracy": sum(right) / len(right)}
         for band, right in sorted(groups.items())
     }
-
-
-def _contrast_label(band):
-    lo, hi = band
-    return f">={lo:g}" if hi == float("inf") else f"{lo:g}-{hi:g}"
 
 
 def write_report(records, predictions, reader, output_dir, gallery_size=8, title=""):

@@ -121,8 +121,13 @@ def _render_and_write(task, renderer=None):
 def _coco_json(records, split, seed, style, layouts=None):
     images, annotations = [], []
     for _, image_id, width, height, boxes, digits, source, faintest in records:
-        image = {"id": image_id, "file_name": f"{image_id}.png", "height": height, "width": width}
-        image["glyph_source"] = source
+        image = {
+            "id": image_id,
+            "file_name": f"{image_id}.png",
+            "height": height,
+            "width": width,
+            "glyph_source": source,
+        }
         if faintest is not None:
             image["ink_contrast"] = faintest
         images.append(image)
