@@ -15,9 +15,11 @@ loop (decode, letterbox, network, NMS) at ``imgsz`` 128 with untrained weights (
 download; almost no box reaches its NMS): once in one process on ``threads`` threads, as the issue asks,
 and once as ``threads`` processes of one thread each on their share of the files, side by side (the
 way ONNX Runtime is run here; images/s = all images / from the first start to the last end of the timed
-loops). ``--avx2`` runs every row as an AVX2-only CPU does (``ATEN_CPU_CAPABILITY=avx2``,
-``ONEDNN_MAX_CPU_ISA=AVX2``, ``DIGITS_BF16=off``); ONNX Runtime has no such switch (its kernels pick the
-ISA from the CPU), so its rows under ``--avx2`` are the native figures and are marked so. Ultralytics
+loops). ``--avx2`` runs every row with the kernels of an AVX2-only CPU: where the CPU can trap CPUID
+("cpuid_fault" in /proc/cpuinfo), each child runs under ``benchmarks/avx2_cpu/run_as_avx2.sh``, which hides
+AVX-512, VNNI, AMX and bf16 from every library, ONNX Runtime included; elsewhere only PyTorch's and
+oneDNN's switches are set (``ATEN_CPU_CAPABILITY=avx2``, ``ONEDNN_MAX_CPU_ISA=AVX2``, ``DIGITS_BF16=off``),
+ONNX Runtime keeps its native kernels and its rows are marked so. Ultralytics
 is not a dependency of this project: install it into a folder of its own and put that folder on
 PYTHONPATH. Writes vs_yolo.json / .md.
 """
@@ -32,6 +34,17 @@ from digit_detectron.analysis.benchmark import machine_info, write_table
 from digit_detectron.utils.cli import argument_parser, run_tool
 
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "DIGITS_BF16": "off"}
+AVX2_WRAPPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "avx2_cpu", "run_as_avx2.sh")
+PREFIX = []  # set by main: the wrapper every child runs under (``--avx2`` where CPUID can be trapped)
+
+
+def can_trap_cpuid():
+    """Whether this CPU and kernel can make CPUID trap (what ``run_as_avx2.sh`` needs)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " cpuid_fault" in line for line in f)
+    except OSError:
+        return False
 
 DIGITS_CHILD = r"""
 import json, sys, time
@@ -85,7 +98,7 @@ def yolo_processes(files, processes, env):
     go = time.time() + 20  # after every process has imported torch and built its model
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", YOLO_CHILD, json.dumps(share), "1", str(go)],
+            [*PREFIX, sys.executable, "-c", YOLO_CHILD, json.dumps(share), "1", str(go)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -123,7 +136,7 @@ def cpu_name():
 
 
 def child(code, argv, env):
-    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
+    proc = subprocess.run([*PREFIX, sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark child failed: {proc.stderr.strip().splitlines()[-1:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -152,6 +165,8 @@ def main(argv=None):
         raise FileNotFoundError(f"{args.images}: no .png / .jpg images")
     threads = os.environ.get("OMP_NUM_THREADS") or "2"
     env = dict(os.environ, OMP_NUM_THREADS=threads, **(AVX2_ENV if args.avx2 else {}))
+    masked = args.avx2 and can_trap_cpuid()
+    PREFIX[:] = [AVX2_WRAPPER] if masked else []
     listing = json.dumps(files)
     rows = []
     batch = str(args.batch_size)
@@ -159,7 +174,7 @@ def main(argv=None):
     if not args.avx2:
         off = [args.weights, listing, batch, "DIGITS.INFERENCE.BACKBONE_BF16", "off"]
         rows.append(("digit-detectron predict, float32", child(DIGITS_CHILD, off, env)))
-    ort_note = ", native ISA: ONNX Runtime has no AVX2 switch" if args.avx2 else ""
+    ort_note = ", native ISA: ONNX Runtime has no AVX2 switch" if args.avx2 and not masked else ""
     for label, path in (("float32", args.onnx), ("int8", args.onnx_int8)):
         if path:
             name = f"predict --weights model.onnx ({label}, ONNX Runtime, {threads} images at once{ort_note})"
@@ -178,7 +193,11 @@ def main(argv=None):
             )
         )
     machine = cpu_name() + (
-        ", run as AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, bf16 off)" if args.avx2 else ""
+        ", run with AVX2 kernels (CPUID without AVX-512 / VNNI / AMX / bf16: benchmarks/avx2_cpu)"
+        if masked
+        else ", run as AVX2 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2, bf16 off)"
+        if args.avx2
+        else ""
     )
     os.makedirs(args.output, exist_ok=True)
     result = {"machine": machine, "threads": int(threads), "images": len(files), "folder": args.images, "rows": rows}
