@@ -46,6 +46,7 @@ def can_trap_cpuid():
     except OSError:
         return False
 
+
 DIGITS_CHILD = r"""
 import json, sys, time
 from digit_detectron.inference.predictor import DigitPredictor

@@ -69,8 +69,7 @@ def test_every_library_sees_avx2_and_no_avx512(tmp_path):
         [
             sys.executable,
             "-c",
-            "import torch\nx = torch.randn(4, 32, 32, 32)\nc = torch.nn.Conv2d(32, 32, 3)\n"
-            "with torch.no_grad(): c(x)",
+            "import torch\nx = torch.randn(4, 32, 32, 32)\nc = torch.nn.Conv2d(32, 32, 3)\nwith torch.no_grad(): c(x)",
         ],
         tmp_path,
         ONEDNN_VERBOSE="1",
