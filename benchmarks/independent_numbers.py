@@ -15,7 +15,8 @@ bitmaps and OpenCV), in fonts of no family the generator knows (``--fonts``: .tt
 or the .whl/.zip/.tar.gz of font packages, read in place; DejaVu/Vera, Computer Modern and STIX are
 refused, as is any font file of either style), on crops of scikit-image sample photos that neither
 style uses, with its own plates, outlines, lighting, blur, noise and JPEG. Only the layouts are
-shared: the image sizes, digit boxes and labels of real SVHN images (``--geometry``), drawn at random;
+shared: the image sizes, digit boxes and labels of real SVHN images (``--geometry``), drawn at random
+(``--framing test``: widened as the real test images are);
 each digit's ink is drawn inside its box the way the annotators boxed digits (ink shorter than the box,
 a "1" narrower than its box), and where two boxes overlap each glyph keeps to its side.
 
@@ -34,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from digit_detectron.data.datasets import DatasetError
-from digit_detectron.data.synthetic.layout import SVHNGeometrySampler
+from digit_detectron.data.synthetic.layout import FRAMINGS, ReframedSampler, SVHNGeometrySampler
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, font_files
 from digit_detectron.data.synthetic.textures import luminance
 from digit_detectron.utils.cli import argument_parser, run_tool
@@ -291,9 +292,17 @@ def _finish(rng, image):
     return image
 
 
-def generate(out, geometry, fonts, count, seed=0, progress=True):
-    """Render ``count`` images into ``OUT/test_ood`` and write ``OUT/test_ood.json``; returns its path."""
+def generate(out, geometry, fonts, count, seed=0, progress=True, framing="train"):
+    """
+    Render ``count`` images into ``OUT/test_ood`` and write ``OUT/test_ood.json``; returns its path.
+    ``framing`` "test" reframes each real layout as the real test images are (``layout.ReframedSampler``:
+    a wider image, the number ~0.7 of its share of the width), what the HW2 test images look like.
+    """
+    if framing not in FRAMINGS:
+        raise ValueError(f"framing must be one of {FRAMINGS}, got {framing!r}")
     sampler = SVHNGeometrySampler(geometry)
+    if framing == "test":
+        sampler = ReframedSampler(sampler)
     photos = _photos()
     image_dir = os.path.join(out, "test_ood")
     os.makedirs(image_dir, exist_ok=True)
@@ -321,6 +330,7 @@ def generate(out, geometry, fonts, count, seed=0, progress=True):
         "seed": seed,
         "count": count,
         "geometry": os.path.basename(geometry),
+        "framing": framing,
         "fonts": [_font_name(f) for f in fonts],
         "photos": list(PHOTOS),
     }
@@ -340,6 +350,10 @@ def main(argv=None):
     parser.add_argument("--no-default-font", action="store_true", help="leave out Pillow's built-in font")
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--framing", choices=FRAMINGS, default="train",
+        help="train: the real layouts as they are; test: reframed as the real test images (wider, smaller number)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     if args.count < 1:
         parser.error(f"--count must be at least 1, got {args.count}")
@@ -349,7 +363,7 @@ def main(argv=None):
     if not fonts:
         raise FontError("no usable font: pass --fonts, or drop --no-default-font")
     print(f"{len(fonts)} fonts, {len(skipped)} skipped")
-    path = generate(args.out, args.geometry, fonts, args.count, args.seed)
+    path = generate(args.out, args.geometry, fonts, args.count, args.seed, framing=args.framing)
     print(f"{args.count} images -> {path}")
 
 

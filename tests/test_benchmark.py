@@ -256,3 +256,39 @@ def test_compare_runs_both_sides_and_prints_the_ratio(root, tmp_path):
     assert ref["min_size"] == 32 and ref["input_size_median"][0] <= 64
     assert ours["torch_threads"] == ref["torch_threads"] == 1
     assert [r["pipeline"] for r in summary["rows"]] == ["digit_detectron", "torchvision reference"]
+
+
+def _recall_by_size():
+    return load_module(os.path.join(REPO_ROOT, "benchmarks", "recall_by_size.py"), "recall_by_size")
+
+
+def test_recall_bands_count_each_digit_once_in_its_height_band():
+    rows = np.array([[8, 0.3, 0], [11.9, 0.6, 1], [12, 0.75, 1], [30, 0.9, 0], [40, 0.8, 1], [100, 0.55, 1]])
+    table = _recall_by_size().bands_table(rows)
+    assert [b["height_px"] for b in table] == ["0-12", "12-16", "24-32", ">=32"]
+    assert [b["digits"] for b in table] == [2, 1, 1, 2]
+    assert table[0] == {
+        "height_px": "0-12",
+        "digits": 2,
+        "proposal_iou_0.5": 50.0,
+        "proposal_iou_0.7": 0.0,
+        "detected": 50.0,
+    }
+    assert table[3]["proposal_iou_0.7"] == 50.0 and table[3]["detected"] == 100.0
+
+
+@pytest.mark.slow
+def test_recall_by_size_on_the_ready_model_and_real_images(root, tmp_path):
+    """The ready model on drawn digits (48 px tall in 64-px-high images): every digit counted once, large ones found."""
+    root = type(tmp_path)(root)
+    proc = run_tool(
+        "benchmarks/recall_by_size.py", "--weights", "ready", "--json", str(root / "valid.json"),
+        "--images", str(root / "valid"), "--output", str(tmp_path / "recall"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads((tmp_path / "recall" / "recall_by_size.json").read_text())
+    labelled = json.loads((root / "valid.json").read_text())["annotations"]
+    assert sum(b["digits"] for b in result["bands"]) == len(labelled)
+    for band in result["bands"]:
+        assert 0 <= band["detected"] <= 100 and band["proposal_iou_0.7"] <= band["proposal_iou_0.5"]
+    assert result["bands"][-1]["height_px"] == ">=32" and result["bands"][-1]["proposal_iou_0.5"] >= 50

@@ -164,3 +164,32 @@ def test_a_layout_without_labels_draws_digits_of_its_own():
     layout = Layout(80, 40, np.array([[10.0, 5, 20, 30], [32, 5, 20, 30]]), None)
     _, _, digits, _, _ = ind.render_number(np.random.default_rng(0), layout, fonts, ind._photos())
     assert len(digits) == 2 and all(0 <= d <= 9 for d in digits)
+
+
+def test_test_framing_widens_the_image_around_a_smaller_number(tmp_path):
+    """--framing test: the same layouts (same seed) as wider images in which the number spans less of the width."""
+    geometry = write_geometry(tmp_path / "geometry.json")
+    fonts, _ = ind.load_fonts([])
+
+    def shares(framing):
+        path = ind.generate(str(tmp_path / framing), geometry, fonts, count=20, seed=0, progress=False, framing=framing)
+        data = json.load(open(path))
+        assert data["info"]["framing"] == framing
+        boxes = {}
+        for a in data["annotations"]:
+            boxes.setdefault(a["image_id"], []).append(a["bbox"])
+        out = []
+        for im in data["images"]:
+            b = np.asarray(boxes[im["id"]])
+            span = (b[:, 0] + b[:, 2]).max() - b[:, 0].min()
+            out.append((im["width"] / im["height"], span / im["width"]))
+            with Image.open(tmp_path / framing / "test_ood" / im["file_name"]) as image:
+                assert image.size == (im["width"], im["height"])
+        return np.asarray(out)
+
+    train, test = shares("train"), shares("test")  # the same seed: the same real layout per image id
+    ratio = test / train
+    assert 1.03 < ratio[:, 0].mean() < 1.12  # the image ~1.07x wider (layout.TEST_ASPECT_RATIO)
+    assert 0.6 < ratio[:, 1].mean() < 0.8  # the number ~0.69 of its share of the width (TEST_SHARE_W_RATIO)
+    with pytest.raises(ValueError, match="framing"):
+        ind.generate(str(tmp_path / "x"), geometry, fonts, count=1, framing="square", progress=False)

@@ -55,13 +55,28 @@ def model_metadata(cfg, fmt, weights):
             "min_top_score": float(reader.MIN_TOP_SCORE),
         },
         "classes": [str(d) for d in range(10)],
+        **_second_look(cfg),
+    }
+
+
+def _second_look(cfg):
+    """model.json's ``second_look`` (DIGITS.SECOND_LOOK, read by the runtime), absent when it is off."""
+    look = cfg.DIGITS.SECOND_LOOK
+    if not look.ENABLED:
+        return {}
+    return {
+        "second_look": {
+            "min_size": int(look.MIN_SIZE),
+            "max_digit_height": float(look.MAX_DIGIT_HEIGHT),
+            "empty": bool(look.EMPTY),
+        }
     }
 
 
 def _traceable(predictor, sample_tensor):
     from detectron2.export import TracingAdapter
 
-    model = predictor.model.eval()
+    model = predictor.network.eval()  # the detector, without DIGITS.SECOND_LOOK's wrapper (the runtime does it)
 
     def inference(model, inputs):
         instances = model.inference(inputs, do_postprocess=False)[0]
@@ -85,7 +100,7 @@ def export_model(predictor, sample_image, fmt, output_dir):
         raise ExportError("export one model at one scale: set DIGITS.TTA.ENABLED False")
     if predictor.cfg.MODEL.ROI_HEADS.SOFT_NMS.ENABLED:
         raise ExportError("soft-NMS is a Python loop the graph cannot hold: set MODEL.ROI_HEADS.SOFT_NMS.ENABLED False")
-    if getattr(predictor.model.backbone, "runs_bf16", False):
+    if getattr(predictor.network.backbone, "runs_bf16", False):
         raise ExportError("export the float32 model: set DIGITS.INFERENCE.BACKBONE_BF16 off")
     os.makedirs(output_dir, exist_ok=True)
     sample = predictor.preprocess(sample_image)
@@ -98,7 +113,7 @@ def export_model(predictor, sample_image, fmt, output_dir):
                 torch.jit.save(traced, f)
         else:
             _export_onnx(adapter, sample, path)
-    predictor.model.eval()  # torch.onnx.export leaves the model in training mode
+    predictor.network.eval()  # torch.onnx.export leaves the model in training mode
     atomic_write_json(
         os.path.splitext(path)[0] + ".json", model_metadata(predictor.cfg, fmt, predictor.cfg.MODEL.WEIGHTS), indent=2
     )

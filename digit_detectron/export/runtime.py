@@ -79,6 +79,18 @@ def load_metadata(model_path):
     keys = ("min_size_test", "max_size_test", "input_format")
     if not isinstance(reader, dict) or any(k not in meta for k in keys):
         raise RuntimeModelError(f"{path}: needs 'reader', {', '.join(map(repr, keys))}")
+    look = meta.get("second_look")
+    if look is not None and not (
+        isinstance(look, dict)
+        and isinstance(look.get("min_size"), int)
+        and not isinstance(look.get("min_size"), bool)
+        and look["min_size"] >= 1
+        and isinstance(look.get("max_digit_height"), (int, float))
+        and look["max_digit_height"] > 0
+    ):
+        raise RuntimeModelError(
+            f"{path}: 'second_look' needs 'min_size' (whole number >= 1) and 'max_digit_height' (> 0)"
+        )
     return meta
 
 
@@ -104,6 +116,16 @@ def resized_shape(height, width, short, max_size):
         factor = max_size / max(newh, neww)
         newh, neww = newh * factor, neww * factor
     return int(newh + 0.5), int(neww + 0.5)
+
+
+def needs_second_look(boxes, chosen, scale, max_height, empty=False):
+    """Whether a reading deserves a second look (number_reader.needs_second_look): nothing read and
+    ``empty``, or the median height of the digits read, at the model's input scale, under ``max_height``."""
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)
+    if not len(chosen):
+        return bool(empty)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[chosen]
+    return float(np.median(boxes[:, 3] - boxes[:, 1])) * float(scale) < float(max_height)
 
 
 def score_order(boxes, scores, classes):
@@ -257,19 +279,34 @@ class ExportedModel:
                 self._pool.shutdown()
                 self._pool = None
 
-    def preprocess(self, image_rgb):
-        """The CHW uint8 array the graph takes: resized, in the model's channel order."""
+    def preprocess(self, image_rgb, short=None):
+        """The CHW uint8 array the graph takes: resized (short side ``short``, default model.json's), in the
+        model's channel order."""
         h, w = image_rgb.shape[:2]
-        newh, neww = resized_shape(h, w, self.meta["min_size_test"], self.meta["max_size_test"])
+        newh, neww = resized_shape(h, w, short or self.meta["min_size_test"], self.meta["max_size_test"])
         resized = np.asarray(Image.fromarray(image_rgb).resize((neww, newh), Image.BILINEAR))
         if self.meta["input_format"] == "BGR":
             resized = resized[:, :, ::-1]
         return np.ascontiguousarray(resized.transpose(2, 0, 1), dtype=np.uint8)
 
     def detect(self, image_rgb):
-        """(boxes XYXY in the input's pixels, scores, classes 0..9) of an H x W x 3 uint8 RGB image."""
+        """
+        (boxes XYXY in the input's pixels, scores, classes 0..9) of an H x W x 3 uint8 RGB image. With
+        model.json's ``second_look`` (DIGITS.SECOND_LOOK), an image whose number reads small (or, with
+        ``empty``, reads nothing) is detected again at a short side of its ``min_size``, and those count.
+        """
         image_rgb = np.asarray(image_rgb)
-        tensor = self.preprocess(image_rgb)
+        boxes, scores, classes, size = self._detect_at(image_rgb, None)
+        look = self.meta.get("second_look")
+        if look:
+            _, chosen = self.number_of(boxes, scores, classes)
+            scale = float(size[0]) / image_rgb.shape[0]
+            if needs_second_look(boxes, chosen, scale, look["max_digit_height"], look.get("empty", False)):
+                boxes, scores, classes, _ = self._detect_at(image_rgb, look["min_size"])
+        return boxes, scores, classes
+
+    def _detect_at(self, image_rgb, short):
+        tensor = self.preprocess(image_rgb, short)
         boxes, classes, scores, size = self._run(tensor)
         h, w = image_rgb.shape[:2]
         boxes = boxes.astype(np.float32).copy()
@@ -278,7 +315,7 @@ class ExportedModel:
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
-        return boxes[keep], scores[keep].astype(np.float32), classes[keep].astype(np.int64)
+        return boxes[keep], scores[keep].astype(np.float32), classes[keep].astype(np.int64), size
 
     def number_of(self, boxes, scores, classes):
         """(number or -1, indices of the digits read in reading order) of detections, with model.json's reader."""

@@ -15,6 +15,7 @@ from ..checkpoint import DigitCheckpointer
 from ..data.datasets import IMAGE_EXTENSIONS
 from ..data.image_io import ImageReadError, open_image, oriented_size, read_image
 from ..data.transforms import build_digit_augmentation
+from .second_look import wrap_for_second_look
 from .speed import apply_inference_options
 from .tta import wrap_for_tta
 
@@ -61,13 +62,17 @@ class DigitPredictor:
         self.model.eval()
         DigitCheckpointer(self.model, strict=True).load(weights)  # never predict with re-initialised heads
         self.options = apply_inference_options(self.model, self.cfg)
+        self.network = self.model  # the detector itself (what export traces), before the wrappers below
         self.model = wrap_for_tta(self.model, self.cfg)  # DIGITS.TTA (off by default)
+        self.model = wrap_for_second_look(self.model, self.cfg)  # DIGITS.SECOND_LOOK
         self.augmentations = T.AugmentationList(build_digit_augmentation(self.cfg, is_train=False))
         self.input_format = self.cfg.INPUT.FORMAT
 
     def __call__(self, images):
         """Instances (on CPU, original pixels) of a batch of HxWx3 uint8 images in cfg.INPUT.FORMAT."""
-        inputs = [{"image": self.preprocess(im), "height": im.shape[0], "width": im.shape[1]} for im in images]
+        inputs = [
+            {"image": self.preprocess(im), "height": im.shape[0], "width": im.shape[1], "original": im} for im in images
+        ]
         with torch.inference_mode():
             outputs = self.model(inputs)
         return [output["instances"].to("cpu") for output in outputs]

@@ -39,6 +39,20 @@ COLUMN_MAX_CENTRE_SHIFT = 0.5
 COLUMN_MAX_VERTICAL_OVERLAP = 0.3
 
 
+def needs_second_look(boxes, chosen, scale, max_height, empty=False):
+    """
+    Whether a reading deserves a second look at a larger size (``DIGITS.SECOND_LOOK``): nothing read
+    (``chosen`` empty) and ``empty``, or the digits read (indices ``chosen`` of the XYXY ``boxes``, in the
+    input image's pixels) under ``max_height`` px tall at the model's input scale (``scale`` = the
+    resized image's height / the input's), by their median height. The exported runtime decides alike.
+    """
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)
+    if not len(chosen):
+        return bool(empty)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[chosen]
+    return float(np.median(boxes[:, 3] - boxes[:, 1])) * float(scale) < float(max_height)
+
+
 def _as_tensors(boxes, scores=None, classes=None):
     boxes = torch.as_tensor(boxes).float().reshape(-1, 4).cpu()
     out = [boxes]

@@ -22,6 +22,7 @@ from digit_detectron.config import get_model_cfg, resolve_config_file
 from digit_detectron.data.preflight import preflight
 from digit_detectron.engine import DigitTrainer, resolve_schedule
 from digit_detectron.engine.pretrain import maybe_pretrain
+from digit_detectron.inference.second_look import wrap_for_second_look
 from digit_detectron.inference.speed import apply_inference_options
 from digit_detectron.inference.tta import wrap_for_tta
 from digit_detectron.utils.cli import add_common_flags, add_device_flag, device_opts, run_tool, setup_logging
@@ -68,13 +69,13 @@ def setup(args):
 def evaluation_model(cfg, resume=False):
     """
     The model of cfg.MODEL.WEIGHTS (``resume``: OUTPUT_DIR's last checkpoint) as evaluation runs it: loaded
-    strictly, with the DIGITS.INFERENCE options and TTA.
+    strictly, with the DIGITS.INFERENCE options, TTA and the second look.
     """
     model = DigitTrainer.build_model(cfg)
     # Strict: an evaluation of re-initialised heads would be a silent wrong result.
     DigitTrainer.build_checkpointer(cfg, model, strict=True).resume_or_load(cfg.MODEL.WEIGHTS, resume=resume)
     apply_inference_options(model.eval(), cfg)  # what DigitPredictor runs (DIGITS.INFERENCE, DIGITS.TTA)
-    return wrap_for_tta(model, cfg)
+    return wrap_for_second_look(wrap_for_tta(model, cfg), cfg)
 
 
 def train(args):
