@@ -29,8 +29,9 @@ BANDS = ((0, 12), (12, 16), (16, 20), (20, 24), (24, 32), (32, None))  # digit h
 
 
 def digit_rows(predictor, records, score=0.5):
-    """(height at the model's scale, best proposal IoU, right detection 0/1) for every labelled digit."""
-    model = predictor.model
+    """(height at the model's scale, best proposal IoU, right detection 0/1) for every labelled digit: the
+    first look at INPUT.MIN_SIZE_TEST (the detector itself, without DIGITS.SECOND_LOOK's wrapper)."""
+    model = predictor.network
     rows = []
     for record in records:
         image = read_image(record["file_name"], predictor.input_format)
