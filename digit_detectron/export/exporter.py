@@ -69,6 +69,8 @@ def _second_look(cfg):
             "min_size": int(look.MIN_SIZE),
             "max_digit_height": float(look.MAX_DIGIT_HEIGHT),
             "empty": bool(look.EMPTY),
+            "mode": str(look.MODE),
+            "target_height": float(look.TARGET_HEIGHT),
         }
     }
 

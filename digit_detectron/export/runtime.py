@@ -52,6 +52,8 @@ COLUMN_MAX_VERTICAL_OVERLAP = 0.3
 LINE_MAX_HEIGHT_RATIO = 1.6  # the reader's number line (modeling/number_reader.py)
 LINE_MAX_CENTRE_OFFSET = 1.0
 LINE_MAX_GAP = 1.0
+CROP_MARGIN_X = 2.0  # a cropped second look's region (modeling/number_reader.py)
+CROP_MARGIN_Y = 0.5
 
 
 def usable_cores():
@@ -87,9 +89,13 @@ def load_metadata(model_path):
         and look["min_size"] >= 1
         and isinstance(look.get("max_digit_height"), (int, float))
         and look["max_digit_height"] > 0
+        and look.get("mode", "resize") in ("resize", "crop")
+        and isinstance(look.get("target_height", 32.0), (int, float))
+        and look.get("target_height", 32.0) > 0
     ):
         raise RuntimeModelError(
-            f"{path}: 'second_look' needs 'min_size' (whole number >= 1) and 'max_digit_height' (> 0)"
+            f"{path}: 'second_look' needs 'min_size' (whole number >= 1) and 'max_digit_height' (> 0); "
+            "'mode' is 'resize' or 'crop', 'target_height' > 0"
         )
     return meta
 
@@ -126,6 +132,25 @@ def needs_second_look(boxes, chosen, scale, max_height, empty=False):
         return bool(empty)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[chosen]
     return float(np.median(boxes[:, 3] - boxes[:, 1])) * float(scale) < float(max_height)
+
+
+def second_look_crop(boxes, chosen, height, width, target_height, max_size):
+    """((x1, y1, x2, y2), (new_height, new_width)) of a cropped second look, or None when nothing is
+    chosen (number_reader.second_look_crop)."""
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)
+    if not len(chosen):
+        return None
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[chosen]
+    digit = max(float(np.median(boxes[:, 3] - boxes[:, 1])), 1e-3)
+    x1 = int(max(0, np.floor(boxes[:, 0].min() - CROP_MARGIN_X * digit)))
+    y1 = int(max(0, np.floor(boxes[:, 1].min() - CROP_MARGIN_Y * digit)))
+    x2 = int(min(width, np.ceil(boxes[:, 2].max() + CROP_MARGIN_X * digit)))
+    y2 = int(min(height, np.ceil(boxes[:, 3].max() + CROP_MARGIN_Y * digit)))
+    x2, y2 = max(x2, min(x1 + 1, width)), max(y2, min(y1 + 1, height))
+    scale = float(target_height) / digit
+    scale = min(scale, float(max_size) / max(x2 - x1, y2 - y1))
+    new = (max(1, int((y2 - y1) * scale + 0.5)), max(1, int((x2 - x1) * scale + 0.5)))
+    return (x1, y1, x2, y2), new
 
 
 def score_order(boxes, scores, classes):
@@ -279,11 +304,11 @@ class ExportedModel:
                 self._pool.shutdown()
                 self._pool = None
 
-    def preprocess(self, image_rgb, short=None):
-        """The CHW uint8 array the graph takes: resized (short side ``short``, default model.json's), in the
-        model's channel order."""
+    def preprocess(self, image_rgb, short=None, shape=None):
+        """The CHW uint8 array the graph takes: resized (short side ``short``, default model.json's, or to
+        ``shape`` (height, width) exactly), in the model's channel order."""
         h, w = image_rgb.shape[:2]
-        newh, neww = resized_shape(h, w, short or self.meta["min_size_test"], self.meta["max_size_test"])
+        newh, neww = shape or resized_shape(h, w, short or self.meta["min_size_test"], self.meta["max_size_test"])
         resized = np.asarray(Image.fromarray(image_rgb).resize((neww, newh), Image.BILINEAR))
         if self.meta["input_format"] == "BGR":
             resized = resized[:, :, ::-1]
@@ -293,20 +318,39 @@ class ExportedModel:
         """
         (boxes XYXY in the input's pixels, scores, classes 0..9) of an H x W x 3 uint8 RGB image. With
         model.json's ``second_look`` (DIGITS.SECOND_LOOK), an image whose number reads small (or, with
-        ``empty``, reads nothing) is detected again at a short side of its ``min_size``, and those count.
+        ``empty``, reads nothing) is detected again, and those detections count: at a short side of its
+        ``min_size`` (mode "resize"), or only the region around the digits, resized so that they are
+        ``target_height`` px tall (mode "crop", ``second_look_crop``).
         """
         image_rgb = np.asarray(image_rgb)
         boxes, scores, classes, size = self._detect_at(image_rgb, None)
         look = self.meta.get("second_look")
-        if look:
-            _, chosen = self.number_of(boxes, scores, classes)
-            scale = float(size[0]) / image_rgb.shape[0]
-            if needs_second_look(boxes, chosen, scale, look["max_digit_height"], look.get("empty", False)):
-                boxes, scores, classes, _ = self._detect_at(image_rgb, look["min_size"])
+        if not look:
+            return boxes, scores, classes
+        _, chosen = self.number_of(boxes, scores, classes)
+        crop = look.get("mode", "resize") == "crop"
+        empty = bool(look.get("empty", False))
+        if crop and not len(chosen) and empty:
+            _, chosen = self.number_of(boxes, scores, classes, gate=False)
+            if not len(chosen):
+                return boxes, scores, classes
+        scale = float(size[0]) / image_rgb.shape[0]
+        if not needs_second_look(boxes, chosen, scale, look["max_digit_height"], empty and not crop):
+            return boxes, scores, classes
+        if not crop:
+            boxes, scores, classes, _ = self._detect_at(image_rgb, look["min_size"])
+            return boxes, scores, classes
+        h, w = image_rgb.shape[:2]
+        (x1, y1, x2, y2), shape = second_look_crop(
+            boxes, chosen, h, w, look.get("target_height", 32.0), self.meta["max_size_test"]
+        )
+        boxes, scores, classes, _ = self._detect_at(np.ascontiguousarray(image_rgb[y1:y2, x1:x2]), None, shape)
+        boxes[:, 0::2] += x1
+        boxes[:, 1::2] += y1
         return boxes, scores, classes
 
-    def _detect_at(self, image_rgb, short):
-        tensor = self.preprocess(image_rgb, short)
+    def _detect_at(self, image_rgb, short, shape=None):
+        tensor = self.preprocess(image_rgb, short, shape)
         boxes, classes, scores, size = self._run(tensor)
         h, w = image_rgb.shape[:2]
         boxes = boxes.astype(np.float32).copy()
@@ -317,8 +361,9 @@ class ExportedModel:
         keep = ((boxes[:, 2] - boxes[:, 0]) > 0) & ((boxes[:, 3] - boxes[:, 1]) > 0)
         return boxes[keep], scores[keep].astype(np.float32), classes[keep].astype(np.int64), size
 
-    def number_of(self, boxes, scores, classes):
-        """(number or -1, indices of the digits read in reading order) of detections, with model.json's reader."""
+    def number_of(self, boxes, scores, classes, gate=True):
+        """(number or -1, indices of the digits read in reading order) of detections, with model.json's reader
+        (without its MIN_TOP_SCORE gate when ``gate`` is False)."""
         r = self.meta["reader"]
         return read_number(
             boxes,
@@ -328,7 +373,7 @@ class ExportedModel:
             r["nms_thresh"],
             r["max_digits"],
             r.get("line_filter", False),
-            r.get("min_top_score", 0.0),
+            r.get("min_top_score", 0.0) if gate else 0.0,
         )
 
     def read(self, image_rgb):

@@ -38,6 +38,11 @@ LINE_MAX_GAP = 1.0
 COLUMN_MAX_CENTRE_SHIFT = 0.5
 COLUMN_MAX_VERTICAL_OVERLAP = 0.3
 
+# The region of a cropped second look (``second_look_crop``), in the median height of the digits read:
+# beside the digits (room for a digit the first look missed) and above and below them.
+CROP_MARGIN_X = 2.0
+CROP_MARGIN_Y = 0.5
+
 
 def needs_second_look(boxes, chosen, scale, max_height, empty=False):
     """
@@ -51,6 +56,31 @@ def needs_second_look(boxes, chosen, scale, max_height, empty=False):
         return bool(empty)
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[chosen]
     return float(np.median(boxes[:, 3] - boxes[:, 1])) * float(scale) < float(max_height)
+
+
+def second_look_crop(boxes, chosen, height, width, target_height, max_size):
+    """
+    The region of a cropped second look (``DIGITS.SECOND_LOOK.MODE`` "crop") and the size it is read at:
+    ``((x1, y1, x2, y2), (new_height, new_width))`` in whole pixels of the ``height`` x ``width`` input, or
+    None when ``chosen`` (indices of the XYXY ``boxes`` read) is empty. The region spans the digits read,
+    CROP_MARGIN_X of their median height beside them and CROP_MARGIN_Y above and below, within the image;
+    it is resized so that this median height becomes ``target_height`` px, the longer side at most
+    ``max_size``. The exported runtime computes the same region.
+    """
+    chosen = np.asarray(chosen, dtype=np.int64).reshape(-1)
+    if not len(chosen):
+        return None
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[chosen]
+    digit = max(float(np.median(boxes[:, 3] - boxes[:, 1])), 1e-3)
+    x1 = int(max(0, np.floor(boxes[:, 0].min() - CROP_MARGIN_X * digit)))
+    y1 = int(max(0, np.floor(boxes[:, 1].min() - CROP_MARGIN_Y * digit)))
+    x2 = int(min(width, np.ceil(boxes[:, 2].max() + CROP_MARGIN_X * digit)))
+    y2 = int(min(height, np.ceil(boxes[:, 3].max() + CROP_MARGIN_Y * digit)))
+    x2, y2 = max(x2, min(x1 + 1, width)), max(y2, min(y1 + 1, height))
+    scale = float(target_height) / digit
+    scale = min(scale, float(max_size) / max(x2 - x1, y2 - y1))
+    new = (max(1, int((y2 - y1) * scale + 0.5)), max(1, int((x2 - x1) * scale + 0.5)))
+    return (x1, y1, x2, y2), new
 
 
 def _as_tensors(boxes, scores=None, classes=None):
