@@ -156,9 +156,9 @@ def add_digit_config(cfg):
     # nothing is read). MODE "crop": only the region around the digits read (the ungated reading's, with
     # EMPTY), two digit heights to each side and half of one above and below, resized so that those digits
     # are TARGET_HEIGHT px tall. Inference only (evaluation during training reads once). The ready model
-    # uses "crop" (digits under 32 px, EMPTY on): +1.2 to +4.7 points of the demo's out-of-style splits and
-    # +1-4 of the independent ruler's against "resize", at 1.16x (test_ood) to 1.5x (test_wide) the work of
-    # one look (recipe log); set in digits_ready.yaml (so for make model and make demo).
+    # uses "crop" (digits under 24 px, EMPTY on): against "resize" at 80 (digits under 24 px) it read 0.5 to
+    # 2.85 points more of the demo's out-of-style splits and of the independent rulers, at the same cost
+    # (recipe log); set in digits_ready.yaml (so for make model and make demo).
     _C.DIGITS.SECOND_LOOK = CN()
     _C.DIGITS.SECOND_LOOK.ENABLED = False
     _C.DIGITS.SECOND_LOOK.MODE = "resize"
