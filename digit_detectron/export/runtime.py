@@ -54,6 +54,8 @@ LINE_MAX_CENTRE_OFFSET = 1.0
 LINE_MAX_GAP = 1.0
 CROP_MARGIN_X = 2.0  # a cropped second look's region (modeling/number_reader.py)
 CROP_MARGIN_Y = 0.5
+# model.json's ``second_look`` keys that may be absent (a model exported before they existed)
+SECOND_LOOK_DEFAULTS = {"empty": False, "mode": "resize", "target_height": 32.0}
 
 
 def usable_cores():
@@ -82,6 +84,8 @@ def load_metadata(model_path):
     if not isinstance(reader, dict) or any(k not in meta for k in keys):
         raise RuntimeModelError(f"{path}: needs 'reader', {', '.join(map(repr, keys))}")
     look = meta.get("second_look")
+    if isinstance(look, dict):
+        look = meta["second_look"] = {**SECOND_LOOK_DEFAULTS, **look}
     if look is not None and not (
         isinstance(look, dict)
         and isinstance(look.get("min_size"), int)
@@ -89,9 +93,9 @@ def load_metadata(model_path):
         and look["min_size"] >= 1
         and isinstance(look.get("max_digit_height"), (int, float))
         and look["max_digit_height"] > 0
-        and look.get("mode", "resize") in ("resize", "crop")
-        and isinstance(look.get("target_height", 32.0), (int, float))
-        and look.get("target_height", 32.0) > 0
+        and look["mode"] in ("resize", "crop")
+        and isinstance(look["target_height"], (int, float))
+        and look["target_height"] > 0
     ):
         raise RuntimeModelError(
             f"{path}: 'second_look' needs 'min_size' (whole number >= 1) and 'max_digit_height' (> 0); "
@@ -328,8 +332,8 @@ class ExportedModel:
         if not look:
             return boxes, scores, classes
         _, chosen = self.number_of(boxes, scores, classes)
-        crop = look.get("mode", "resize") == "crop"
-        empty = bool(look.get("empty", False))
+        crop = look["mode"] == "crop"
+        empty = bool(look["empty"])
         if crop and not len(chosen) and empty:
             _, chosen = self.number_of(boxes, scores, classes, gate=False)
             if not len(chosen):
@@ -342,7 +346,7 @@ class ExportedModel:
             return boxes, scores, classes
         h, w = image_rgb.shape[:2]
         (x1, y1, x2, y2), shape = second_look_crop(
-            boxes, chosen, h, w, look.get("target_height", 32.0), self.meta["max_size_test"]
+            boxes, chosen, h, w, look["target_height"], self.meta["max_size_test"]
         )
         boxes, scores, classes, _ = self._detect_at(np.ascontiguousarray(image_rgb[y1:y2, x1:x2]), None, shape)
         boxes[:, 0::2] += x1

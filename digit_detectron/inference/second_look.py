@@ -95,7 +95,8 @@ class SecondLookModel(nn.Module):
         return None
 
     def _second_input(self, x, instances, chosen):
-        """(the model's input of the second look, the crop's (x1, y1) or None, the output's (h, w))."""
+        """(the model's input of the second look, None or the crop's (x1, y1) and the original's scale over
+        the output's (sx, sy), the output's (h, w))."""
         original = self._original(x)
         out_hw = (x.get("height", original.shape[0]), x.get("width", original.shape[1]))
         if self.mode == "resize":
