@@ -32,7 +32,7 @@ import sys
 
 from digit_detectron.checkpoint.bundle import write_slim_bundle
 from digit_detectron.inference.reader_api import READY_MODEL, READY_MODEL_ONNX
-from digit_detectron.utils.cli import argument_parser, run_tool
+from digit_detectron.utils.cli import argument_parser, positive_int, run_tool
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_MB = 30.0
@@ -47,7 +47,7 @@ def get_parser():
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--config-file", default="digits_ready.yaml")
     parser.add_argument(
-        "--calibration-images", type=int, default=500, help="generated images that calibrate the int8 export"
+        "--calibration-images", type=positive_int, default=500, help="generated images that calibrate the int8 export"
     )
     parser.add_argument("--from", dest="source", default=None, help="package this bundle; no training")
     parser.add_argument("opts", nargs="*", help="with --from: config KEY VALUE pairs for the shipped config")
