@@ -409,6 +409,20 @@ def test_tune_reader_refuses_zero_rungs_or_batch_before_running(tmp_path, args, 
     assert f"argument {flag}: must be a whole number >= 1, got '0'" in last_line(proc.stderr)
 
 
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--second-cycle-epochs", "-1"], "argument --second-cycle-epochs: must be a whole number >= 0, got '-1'"),
+        (["--calibration-images", "0"], "argument --calibration-images: must be a whole number >= 1, got '0'"),
+    ],
+)
+def test_make_model_refuses_a_bad_count_before_the_hour_of_training(tmp_path, args, message):
+    proc = tool("make_model", "--output", tmp_path / "model", *args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in last_line(proc.stderr)
+    assert not (tmp_path / "model").exists()
+
+
 @pytest.mark.slow
 def test_resume_into_a_folder_without_checkpoints_warns(tmp_path):
     root = write_digit_dataset(tmp_path / "digits", counts=(2, 1, 0))

@@ -157,15 +157,24 @@ class _QuietBadInput(logging.Filter):
 TRACEBACK_LOGGERS = ("detectron2.engine.train_loop",)
 
 
-def positive_int(text):
-    """argparse type: a whole number >= 1 (``--max-rungs``, ``--batch-size``)."""
+def _int_at_least(text, low):
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got {text!r}")
     return value
+
+
+def positive_int(text):
+    """argparse type: a whole number >= 1 (``--max-rungs``, ``--batch-size``)."""
+    return _int_at_least(text, 1)
+
+
+def non_negative_int(text):
+    """argparse type: a whole number >= 0 (``make_model --second-cycle-epochs``, where 0 turns it off)."""
+    return _int_at_least(text, 0)
 
 
 def run_tool(main, argv=None):
