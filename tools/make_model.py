@@ -53,7 +53,8 @@ def get_parser():
         "--second-cycle-epochs",
         type=non_negative_int,
         default=3,
-        help="epochs of the second training cycle (configs/digits_ready_cycle2.yaml); 0: one cycle only",
+        help="epochs of the second training cycle (configs/digits_ready_cycle2.yaml, over digits_ready.yaml: "
+        "pass 0 with another --config-file); 0: one cycle only",
     )
     parser.add_argument("--config-file", default="digits_ready.yaml")
     parser.add_argument(
@@ -81,16 +82,16 @@ def main(argv=None):
         shutil.copyfile(best, shipped)  # the source may be the shipped model itself
         best = shipped
     else:
-        demo = [py, "tools/demo.py", "--data", args.data, "--output", args.output, "--config-file", args.config_file]
-        demo += ["--train", str(args.train), "--seed", str(args.seed), "--geometry", "parametric"]
-        run([*demo, "SOLVER.EPOCHS", str(args.epochs)])
-        best = os.path.join(REPO, args.output, "train", "model_best.pth")
+        data = ["--data", args.data, "--train", str(args.train), "--seed", str(args.seed), "--geometry", "parametric"]
+
+        def train(output, config_file, *opts):
+            run([py, "tools/demo.py", *data, "--output", output, "--config-file", config_file, *opts])
+            return os.path.join(REPO, output, "train", "model_best.pth")
+
+        best = train(args.output, args.config_file, "SOLVER.EPOCHS", str(args.epochs))
         if args.second_cycle_epochs:
-            cycle2 = os.path.join(args.output, "cycle2")
-            demo[demo.index("--output") + 1] = cycle2
-            demo[demo.index("--config-file") + 1] = "digits_ready_cycle2.yaml"
-            run([*demo, "MODEL.WEIGHTS", best, "SOLVER.EPOCHS", str(args.second_cycle_epochs)])
-            best = os.path.join(REPO, cycle2, "train", "model_best.pth")
+            cycle2 = ("MODEL.WEIGHTS", best, "SOLVER.EPOCHS", str(args.second_cycle_epochs))
+            best = train(os.path.join(args.output, "cycle2"), "digits_ready_cycle2.yaml", *cycle2)
     entry = None
     if args.opts:
         from digit_detectron.checkpoint.bundle import bundle_entry
