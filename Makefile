@@ -29,7 +29,7 @@ test-fast: setup
 demo: setup
 	$(PY) tools/demo.py
 
-# The ready model shipped in digit_detectron/weights/ (docs/model_card.md): ~35 min on 2 AVX-512 cores.
+# The ready model shipped in digit_detectron/weights/ (docs/model_card.md): about 1.5 h on 2 AVX-512 cores.
 model: setup
 	$(PY) tools/make_model.py
 

@@ -43,9 +43,10 @@ from digit_detectron.utils.io import atomic_open, atomic_write_json
 
 FONT_EXTENSIONS = (".ttf", ".otf")
 ARCHIVE_EXTENSIONS = (".whl", ".zip", ".tar.gz", ".tgz")
-# Families the generator draws (either side of its style split) or derives from, and its font files
-# (a glyph source's file, either style): refused by file name.
-GENERATOR_FAMILIES = ("dejavu", "vera", "cm", "stix")
+# Families the generator draws (either side of its style split) or derives from, the ready model's extra
+# training fonts (datasets/fetch_fonts.py), and the generator's font files (a glyph source's file, either
+# style): refused by file name.
+GENERATOR_FAMILIES = ("dejavu", "vera", "cm", "stix", "caladea", "hankengrotesk", "intuitive", "lato", "sourceserif")
 GENERATOR_FONT_FILES = frozenset(f.lower() for f in font_files(IN_STYLE) | font_files(OUT_OF_STYLE))
 # scikit-image sample photos (shipped with it) that neither generator style draws (styles.IN_STYLE.photos).
 PHOTOS = (

@@ -115,19 +115,20 @@ def test_fonts_of_the_generator_and_fonts_without_digits_are_refused(tmp_path):
 
     mpl_fonts = os.path.join(os.path.dirname(matplotlib.__file__), "mpl-data", "fonts", "ttf")
     ok = pillow_font_file(tmp_path / "Aileron-Regular.ttf")
+    trained = pillow_font_file(tmp_path / "Lato-Bold.ttf")  # an extra training font (datasets/fetch_fonts.py)
     wheel = tmp_path / "font_pkg-1.0-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as z:
         z.write(ok, "font_pkg/files/Aileron-Bold.otf")
         z.writestr("font_pkg/__init__.py", "")
     fonts, skipped = ind.load_fonts(
         [ok, str(wheel), os.path.join(mpl_fonts, "DejaVuSans.ttf"), os.path.join(mpl_fonts, "cmr10.ttf"),
-         os.path.join(mpl_fonts, "LastResortHE-Regular.ttf")],
+         os.path.join(mpl_fonts, "LastResortHE-Regular.ttf"), trained],
         include_default=False,
     )  # fmt: skip
     names = [os.path.basename(n.split("!")[-1]) for n, _ in fonts]
     assert names == ["Aileron-Regular.ttf", "Aileron-Bold.otf"]
     why = {os.path.basename(n): w for n, w in skipped.items()}
-    assert why["DejaVuSans.ttf"] == why["cmr10.ttf"] == "a family the project's generator draws"
+    assert why["DejaVuSans.ttf"] == why["cmr10.ttf"] == why["Lato-Bold.ttf"] == "a family the project's generator draws"
     assert why["LastResortHE-Regular.ttf"] == "does not draw ten different digits"
     with pytest.raises(ind.FontError, match="notes.txt: not a font file"):
         (tmp_path / "notes.txt").write_text("x")

@@ -6,7 +6,9 @@
 
 1. `tools/demo.py` with configs/digits_ready.yaml (digits_cpu.yaml without ResNet-18's last stage), 16,000
    synthetic train images laid out from the shipped layout statistics (``--geometry parametric``: the same
-   data from any clone, with or without ../shared), 5 epochs, seed 11: training, reader tuning,
+   data from any clone, with or without ../shared), in the built-in training fonts and 18 more from PyPI
+   font wheels (datasets/fetch_fonts.py, pinned by SHA-256, into datasets/fonts_extra; ``--no-extra-fonts``
+   leaves them out), 5 epochs, seed 11: training, reader tuning,
    evaluation on every split (valid, valid_instyle, test_ood, test_wide, free), predict, export;
    then a second cycle (``--second-cycle-epochs``, 3: 6,000 steps): the first cycle's best checkpoint
    trained again on the same images with configs/digits_ready_cycle2.yaml (a cosine schedule from half
@@ -40,6 +42,7 @@ from digit_detectron.utils.cli import argument_parser, non_negative_int, positiv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MAX_MB = 30.0
+FONTS = os.path.join("datasets", "fonts_extra")  # datasets/fetch_fonts.py writes the extra training fonts here
 
 
 def get_parser():
@@ -57,6 +60,12 @@ def get_parser():
         "pass 0 with another --config-file); 0: one cycle only",
     )
     parser.add_argument("--config-file", default="digits_ready.yaml")
+    parser.add_argument(
+        "--no-extra-fonts",
+        dest="extra_fonts",
+        action="store_false",
+        help="train on the built-in fonts only, without the 18 font files of datasets/fetch_fonts.py (from PyPI)",
+    )
     parser.add_argument(
         "--calibration-images", type=positive_int, default=500, help="generated images that calibrate the int8 export"
     )
@@ -83,6 +92,9 @@ def main(argv=None):
         best = shipped
     else:
         data = ["--data", args.data, "--train", str(args.train), "--seed", str(args.seed), "--geometry", "parametric"]
+        if args.extra_fonts:
+            run([py, "datasets/fetch_fonts.py", FONTS])
+            data += ["--fonts", FONTS]
 
         def train(output, config_file, *opts):
             run([py, "tools/demo.py", *data, "--output", output, "--config-file", config_file, *opts])
