@@ -43,7 +43,7 @@ from digit_detectron.utils.io import atomic_open, atomic_write_json
 
 FONT_EXTENSIONS = (".ttf", ".otf")
 ARCHIVE_EXTENSIONS = (".whl", ".zip", ".tar.gz", ".tgz")
-# Families the generator draws (either side of its style split) or derives from, the ready model's extra
+# Families the generator draws (either side of its style split) or derives from, the optional extra
 # training fonts (datasets/fetch_fonts.py), and the generator's font files (a glyph source's file, either
 # style): refused by file name.
 GENERATOR_FAMILIES = ("dejavu", "vera", "cm", "stix", "caladea", "hankengrotesk", "intuitive", "lato", "sourceserif")

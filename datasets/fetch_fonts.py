@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """
-Fetch the extra training fonts of the ready model (`make model`) from PyPI: five font families that
-are packaged as Python wheels (SIL OFL 1.1 / Apache 2.0), pinned by version and SHA-256, unpacked into
-one folder for ``datasets/prepare_synthetic.py --fonts`` / ``tools/demo.py --fonts``::
+Fetch optional extra training fonts from PyPI (``tools/make_model.py --extra-fonts`` uses them): five
+font families that are packaged as Python wheels (SIL OFL 1.1 / Apache 2.0), pinned by version and
+SHA-256, unpacked into one folder for ``datasets/prepare_synthetic.py --fonts`` / ``tools/demo.py
+--fonts``::
 
     python datasets/fetch_fonts.py datasets/fonts_extra
 

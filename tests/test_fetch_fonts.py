@@ -93,3 +93,28 @@ def test_a_wheel_without_a_listed_font_names_it(tmp_path, monkeypatch, missing):
     sha = font_wheel(str(wheel), [os.path.join(default_font_dir(), "cmr10.ttf")])
     with pytest.raises(ValueError, match=f"font_x-1.0-py3-none-any.whl: has no {missing}"):
         fetch.unpack(str(wheel), sha, ("cmr10.ttf", missing), "OFL.txt", str(tmp_path))
+
+
+def test_make_model_fetches_the_fonts_and_trains_both_cycles_on_them_only_when_asked(monkeypatch):
+    spec = importlib.util.spec_from_file_location("make_model", os.path.join(REPO, "tools", "make_model.py"))
+    make_model = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_model)
+    commands = []
+
+    class Stop(Exception):
+        pass
+
+    def record(cmd):  # the commands make_model would run, up to its first training
+        commands.append([os.path.basename(str(c)) for c in cmd[1:3]] + list(cmd[3:]))
+        if "demo.py" in commands[-1]:
+            raise Stop
+
+    monkeypatch.setattr(make_model, "run", record)
+    for argv, fonts in ((["--extra-fonts"], True), ([], False)):
+        commands.clear()
+        with pytest.raises(Stop):
+            make_model.main(argv)
+        fetched = [c for c in commands if "fetch_fonts.py" in c]
+        assert bool(fetched) is fonts and commands[-1][0] == "demo.py"
+        train = commands[-1]
+        assert ("--fonts" in train and train[train.index("--fonts") + 1] == make_model.FONTS) is fonts, train
