@@ -14,7 +14,6 @@ Source Sans, Fredoka, Amatic, FreeSans). A wheel whose SHA-256 differs from the 
 nothing is written for it. Running it again with the files present downloads nothing.
 """
 
-import hashlib
 import os
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import tempfile
 import zipfile
 
 from digit_detectron.utils.cli import argument_parser, run_tool
+from digit_detectron.utils.io import sha256_of
 
 # wheel file name -> (SHA-256, font files to unpack, licence file)
 EXTRA_FONTS = {
@@ -59,17 +59,9 @@ def requirement(wheel):
     return f"{name.replace('_', '-')}=={version}"
 
 
-def sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def unpack(wheel_path, expected_sha, fonts, licence, output):
     """Check ``wheel_path`` against its pin and write its ``fonts`` and licence into ``output``."""
-    got = sha256(wheel_path)
+    got = sha256_of(wheel_path)
     if got != expected_sha:
         raise ValueError(f"{wheel_path}: SHA-256 {got} is not the pinned {expected_sha}; nothing unpacked")
     family = os.path.basename(wheel_path).split("-")[0]
