@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 
 from digit_detectron.utils.cli import argument_parser, run_tool
-from digit_detectron.utils.io import sha256_of
+from digit_detectron.utils.io import atomic_open, sha256_of
 
 # wheel file name -> (SHA-256, font files to unpack, licence file)
 EXTRA_FONTS = {
@@ -70,11 +70,12 @@ def unpack(wheel_path, expected_sha, fonts, licence, output):
         missing = [f for f in (*fonts, licence) if f not in members]
         if missing:
             raise ValueError(f"{wheel_path}: has no {', '.join(missing)}")
-        for name in fonts:
-            with open(os.path.join(output, name), "wb") as f:
-                f.write(z.read(members[name]))
-        with open(os.path.join(output, f"LICENSE-{family}.txt"), "wb") as f:
-            f.write(z.read(members[licence]))
+        # The licence first and each font whole or not at all: a font file present is a complete one
+        # (fetch_fonts skips wheels whose fonts are all there).
+        targets = [(licence, f"LICENSE-{family}.txt"), *((name, name) for name in fonts)]
+        for member, name in targets:
+            with atomic_open(os.path.join(output, name), "wb") as f:
+                f.write(z.read(members[member]))
 
 
 def fetch_fonts(output, wheel_dir=None):
