@@ -1,6 +1,5 @@
 """datasets/fetch_fonts.py on wheels the tests build (real font files, zipped the way the PyPI font wheels are)."""
 
-import hashlib
 import importlib.util
 import os
 import subprocess
@@ -11,6 +10,7 @@ import pytest
 
 from digit_detectron.data.synthetic.glyphs import default_font_dir
 from digit_detectron.data.synthetic.styles import training_fonts
+from digit_detectron.utils.io import sha256_of
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "datasets", "fetch_fonts.py")
@@ -31,7 +31,7 @@ def font_wheel(path, fonts, licence="OFL.txt"):
         for font in fonts:
             z.write(font, f"{package}/files/{os.path.basename(font)}")
         z.writestr(f"{package}/files/{licence}", "SIL Open Font License 1.1")
-    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+    return sha256_of(path)
 
 
 def test_pins_name_the_families_that_stay_out_of_both_held_out_sides():
