@@ -7,7 +7,6 @@ import subprocess
 import sys
 from dataclasses import replace
 
-import cv2
 import numpy as np
 import pytest
 from detectron2.data.datasets import load_coco_json
@@ -21,7 +20,7 @@ from digit_detectron.data.datasets import (
 )
 from digit_detectron.data.image_io import read_image
 from digit_detectron.data.synthetic.generate import SampleRenderer, generate_dataset
-from digit_detectron.data.synthetic.glyphs import HAIRLINE, WEIGHT_P, GlyphBank, hairline, skeleton, stroke_width
+from digit_detectron.data.synthetic.glyphs import GlyphBank
 from digit_detectron.data.synthetic.layout import PARAMETRIC, Layout, build_layout_sampler
 from digit_detectron.data.synthetic.render import (
     GLYPH_MIN_WIDTH,
@@ -31,7 +30,6 @@ from digit_detectron.data.synthetic.render import (
     ink_contrast,
     render_sample,
     slant_glyphs,
-    weight_probs,
 )
 from digit_detectron.data.synthetic.styles import IN_STYLE, OUT_OF_STYLE, SPLIT_STYLES, overlap
 from digit_detectron.data.synthetic.textures import (
@@ -293,57 +291,6 @@ def test_slanted_glyphs_lean_and_their_boxes_hold_the_ink(glyphs):
     assert_boxes_hold_visible_ink(samples)
     # The held-out style draws no synthetic italics (it keeps its own italic fonts).
     assert IN_STYLE.glyph_slant_prob > 0 and OUT_OF_STYLE.glyph_slant_prob == 0
-
-
-def test_skeleton_keeps_the_centre_line_of_strokes():
-    bar = np.zeros((40, 20), np.uint8)
-    bar[4:36, 4:16] = 255  # a bar 12 px wide
-    line = skeleton(bar)
-    rows = np.nonzero(line.any(axis=1))[0]
-    assert line.sum(axis=1).max() <= 2 and rows.max() - rows.min() >= 18  # thin, most of the bar's length
-    assert set(np.nonzero(line)[1]) <= {9, 10}  # in the middle of the bar
-    ring = np.zeros((60, 60), np.uint8)
-    cv2.circle(ring, (30, 30), 20, 255, 10)
-    loop = skeleton(ring)
-    inside = cv2.floodFill(loop.copy(), None, (30, 30), 1)[1]
-    assert inside[0, 0] == 0  # the centre line is still a closed loop: filling its inside does not leak out
-    radii = np.hypot(*(np.nonzero(loop) - np.array([[30], [30]])))
-    assert 17 <= radii.min() and radii.max() <= 23 and loop.sum() < 0.2 * (ring > 127).sum()
-
-
-def test_hairline_glyphs_are_thin_and_keep_the_digit(glyphs):
-    for s, name in enumerate(glyphs.font_names):
-        for d in (0, 4, 8):
-            plain, thin = glyphs.masks[s][d][1], glyphs.masks[s][d][HAIRLINE]
-            if name.startswith(("ttf:", "hershey:")):  # glyphs of one piece (segments and dots thin each piece)
-                # the centre line spans most of the digit's height
-                assert 0.8 * plain.shape[0] <= thin.shape[0] <= plain.shape[0] + 2, (name, d)
-            if d == 0:  # across the middle of a "0": its two sides, a ~4 px pen at 96 px (with its anti-aliased edge)
-                assert stroke_width(thin) <= 8, name
-        if name.startswith(("ttf:", "hershey:")):
-            assert stroke_width(glyphs.masks[s][0][HAIRLINE]) < stroke_width(glyphs.masks[s][0][1]), name
-    bar = np.zeros((96, 40), np.uint8)
-    bar[:, 10:30] = 255
-    assert stroke_width(hairline(bar, 96)) <= 6
-    # Whole numbers in hairlines: the annotator's boxes hold their (thin) ink.
-    style = replace(IN_STYLE, hairline_prob=1.0)
-    layout = Layout(150, 50, np.array([[10.0 + 27 * i, 8, 24, 34] for i in range(5)]), np.array([1, 1, 4, 7, 0]))
-    samples = [render_sample(np.random.default_rng([7, i]), layout, glyphs, style) for i in range(8)]
-    assert_boxes_hold_visible_ink(samples)
-
-
-def test_a_style_without_hairlines_draws_its_weights_as_before():
-    # Out-of-style splits draw no hairlines, and their images stay those of the generator before them:
-    # numpy's weighted draw with a trailing 0 takes the same choice from the same random numbers.
-    assert IN_STYLE.hairline_prob > 0 and OUT_OF_STYLE.hairline_prob == 0
-    assert np.allclose(weight_probs(0.0)[: len(WEIGHT_P)], WEIGHT_P) and sum(weight_probs(0.25)) == pytest.approx(1)
-    for seed in range(20):
-        old, new = np.random.default_rng(seed), np.random.default_rng(seed)
-        before = [int(old.choice(len(WEIGHT_P), p=WEIGHT_P)) for _ in range(200)]
-        after = [int(new.choice(HAIRLINE + 1, p=weight_probs(0.0))) for _ in range(200)]
-        assert before == after and old.random() == new.random()
-    drawn = np.random.default_rng(0).choice(HAIRLINE + 1, size=4000, p=weight_probs(0.25))
-    assert 0.22 < np.mean(drawn == HAIRLINE) < 0.28
 
 
 def test_photo_backgrounds_are_tinted_crops_of_real_photos(glyphs):

@@ -9,9 +9,7 @@ Digit ink masks, pre-rendered once per glyph source. A source is named ``kind:de
 * ``stencil:<file>``: a TrueType font with stencil bridges cut through its strokes.
 
 Every source renders digits "0".."9" with "0" GLYPH_HEIGHT px tall, cropped to the ink, in each stroke
-weight of WEIGHTS (erosion < 0 < dilation, px at GLYPH_HEIGHT), and once more as a hairline (HAIRLINE: the
-glyph thinned to its centre line and drawn with a pen HAIRLINE_PEN of its height wide, as light font
-weights and thin metal numbers are; drawn only where a style asks for it). Each source also gets three plain
+weight of WEIGHTS (erosion < 0 < dilation, px at GLYPH_HEIGHT). Each source also gets three plain
 "1"s in its own stroke width (a bar; with a flag; with a flag and a base), since house numbers often
 show a thinner "1" than the font's.
 """
@@ -30,10 +28,6 @@ FONT_KINDS = ("ttf", "stencil")  # glyph-source kinds drawn from a font file (``
 WEIGHTS = (-2, 0, 3, 6)
 # How often each weight is drawn.
 WEIGHT_P = (0.15, 0.5, 0.25, 0.1)
-# The hairline variant's index in each glyph's list of stroke weights (after those of WEIGHTS), and its
-# pen width as a share of the glyph's height (a light or thin font weight: ~3-5% of the digit height).
-HAIRLINE = len(WEIGHTS)
-HAIRLINE_PEN = 0.04
 
 HERSHEY_FACES = {
     "simplex": cv2.FONT_HERSHEY_SIMPLEX,
@@ -242,10 +236,7 @@ def _crop(mask):
 
 
 def _weights(mask, height):
-    """
-    The mask at every stroke weight of WEIGHTS (an erosion that would erase most ink keeps the mask),
-    then its hairline (index HAIRLINE).
-    """
+    """The mask at every stroke weight of WEIGHTS; an erosion that would erase most ink keeps the mask."""
     variants = []
     for radius in WEIGHTS:
         r = round(abs(radius) * height / GLYPH_HEIGHT)
@@ -259,45 +250,7 @@ def _weights(mask, height):
             thin = cv2.erode(mask, kernel)
             keep = (thin > 127).sum() >= 0.35 * (mask > 127).sum()
             variants.append(_crop(thin) if keep else mask)
-    variants.append(hairline(mask, height))
     return variants
-
-
-def hairline(mask, height):
-    """The glyph thinned to its centre line (``skeleton``), drawn again with a pen HAIRLINE_PEN of ``height`` wide."""
-    pen = max(1, round(HAIRLINE_PEN * height))
-    line = np.pad(skeleton(mask), pen) * np.uint8(255)
-    drawn = cv2.dilate(line, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (pen, pen)))
-    return _crop(cv2.GaussianBlur(drawn, (3, 3), 0.6))  # anti-aliased like the fonts' own edges
-
-
-def skeleton(mask):
-    """
-    The centre lines of a mask's ink (> 127) as a 0/1 uint8 array of its shape: Zhang-Suen thinning (Zhang
-    and Suen, CACM 27(3), 1984), which peels boundary pixels in two alternating sub-steps until no pixel can
-    be removed without breaking a stroke or shortening a line's end.
-    """
-    img = np.pad((mask > 127).astype(np.uint8), 1)
-    while True:
-        removed = False
-        for step in (0, 1):
-            c = img[1:-1, 1:-1]
-            # The 8 neighbours clockwise from the one above: P2 .. P9.
-            n = [img[:-2, 1:-1], img[:-2, 2:], img[1:-1, 2:], img[2:, 2:]]
-            n += [img[2:, 1:-1], img[2:, :-2], img[1:-1, :-2], img[:-2, :-2]]
-            count = sum(x.astype(np.int32) for x in n)
-            transitions = sum(((n[i] == 0) & (n[(i + 1) % 8] == 1)).astype(np.int32) for i in range(8))
-            p2, p4, p6, p8 = n[0], n[2], n[4], n[6]
-            if step == 0:
-                ends = (p2 & p4 & p6) | (p4 & p6 & p8)
-            else:
-                ends = (p2 & p4 & p8) | (p2 & p6 & p8)
-            peel = (c == 1) & (count >= 2) & (count <= 6) & (transitions == 1) & (ends == 0)
-            if peel.any():
-                c[peel] = 0
-                removed = True
-        if not removed:
-            return np.ascontiguousarray(img[1:-1, 1:-1])
 
 
 def _render_font(path, height):

@@ -15,7 +15,7 @@ from collections import namedtuple
 import cv2
 import numpy as np
 
-from .glyphs import HAIRLINE, WEIGHT_P
+from .glyphs import WEIGHT_P, WEIGHTS
 from .textures import ColourScheme, linear_ramp, painted_wall, random_background
 
 # image: HxWx3 uint8 RGB; boxes: (k, 4) int XYWH, each holding its digit's ink; digits: (k,) 0..9;
@@ -93,7 +93,7 @@ def render_sample(rng, layout, glyphs, style, digit_free=False):
     digits = np.asarray(digits, dtype=np.int64)
     source = int(rng.integers(len(glyphs.masks)))
     font = glyphs.masks[source]
-    weight = int(rng.choice(HAIRLINE + 1, p=weight_probs(style.hairline_prob)))
+    weight = int(rng.choice(len(WEIGHTS), p=WEIGHT_P))
     ones = glyphs.ones[source]
     # A plain "1" (bar / flag / flag and base) in the font's stroke instead of the font's own, at times.
     sources = [
@@ -164,15 +164,6 @@ def render_sample(rng, layout, glyphs, style, digit_free=False):
     image = _camera_effects(rng, image, style.blurs)
     labels = [_label_box(box, affine, mask, cw / W, ch / H) for box, mask in zip(boxes, final_masks)]
     return Sample(image, np.array(labels).reshape(-1, 4), digits, final_masks, glyphs.font_names[source])
-
-
-def weight_probs(hairline_prob):
-    """
-    How often each stroke weight (``glyphs.WEIGHTS``, then the hairline) is drawn. With no hairlines the
-    draw is the one of the generator before them (a trailing 0 leaves numpy's draw unchanged), so a style
-    without them renders the same images as before.
-    """
-    return [p * (1.0 - hairline_prob) for p in WEIGHT_P] + [hairline_prob]
 
 
 def slant_glyphs(masks, slant):

@@ -68,9 +68,6 @@ class Style:
     # How often a number's glyphs are sheared into synthetic italics (render.slant_glyphs); a rendering
     # effect, not a style of its own: the held-out style keeps its own italic fonts and draws none.
     glyph_slant_prob: float = 0.0
-    # How often a number is drawn in hairline strokes (glyphs.hairline: light font weights, thin metal
-    # numbers), whatever its font; a rendering effect like the slant. The held-out style draws none.
-    hairline_prob: float = 0.0
     photos: tuple = ()  # names of textures.PHOTOS, drawn by the "photo" texture
     photo_contrast: tuple = (0.1, 0.4)  # range of a photo's grey-level contrast (textures.photo)
     # Neighbouring glyphs kept apart where the annotators' boxes overlap (render._keep_apart): real
@@ -91,7 +88,6 @@ IN_STYLE = Style(
     textures=("painted_wall", "siding", "bricks", "scenery", "photo", "clutter"),
     blurs=("gaussian", "low_resolution"),
     glyph_slant_prob=0.25,  # recipe log, run 10: out-of-style valid 81.75 -> 83.25%, test_ood 84.0 -> 84.0%
-    hairline_prob=0.1,
     photos=("astronaut", "brick", "chelsea", "coffee", "grass", "motorcycle", "rocket"),
     # Photos shown more strongly (was 0.1-0.4) and the "clutter" walls: recipe log, run 15 (the
     # independent ruler +1.05 points over two trainings, the out-of-style split -0.35).
