@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
 from digit_detectron import get_digit_cfg
@@ -202,3 +203,57 @@ def test_gate_for_reads_at_most_the_share_asked():
     for percent, read in ((0, 0), (10, 1), (25, 2), (100, 10)):
         gate = gate_for(tops, percent)
         assert sum(t >= gate for t in tops) == read if percent < 100 else gate == 0.0
+
+
+def test_the_gate_reads_the_share_asked_as_the_model_reads_the_walls(tmp_path):
+    """The gate is chosen on the walls as the model will read them: with the reader's thresholds and the
+    config's second look (which crops around the digits those thresholds pick), not with the tuning's low
+    threshold. Read again through DigitPredictor with the tuned config, the walls read as a number are the
+    share the tuning reports, within the one asked for."""
+    from digit_detectron.data.synthetic.generate import generate_dataset
+    from digit_detectron.inference.predictor import DigitPredictor
+    from digit_detectron.inference.reader_tuning import gate_for, top_scores, tune
+
+    root = str(tmp_path / "synthetic")
+    generate_dataset(root, 1, 3, 1, seed=4, geometry="parametric", num_valid_free=12)
+    register_digits(root, "walls")
+    torch.manual_seed(1)
+    # A random model whose class weights are scaled down tops every wall at 0.91-0.99: the reader's 0.95
+    # picks few of its boxes, the tuning's low threshold (0.0) all of them, and a reading whose digits are
+    # under 16 px is read again on a crop around them, so the two thresholds crop around other digits.
+    opts = tiny_model_opts(tmp_path) + ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"]
+    opts += ["DIGITS.READER.SCORE_THRESHS", "(0.95,)", "DIGITS.SECOND_LOOK.ENABLED", "True"]
+    opts += ["DIGITS.SECOND_LOOK.MODE", "crop", "DIGITS.SECOND_LOOK.EMPTY", "True"]
+    opts += ["DIGITS.SECOND_LOOK.MAX_DIGIT_HEIGHT", "16.0"]
+    model = build_model(get_digit_cfg(CONFIG, opts))
+    with torch.no_grad():
+        model.roi_heads.box_predictor.cls_score.weight.mul_(0.1)
+    DetectionCheckpointer(model, str(tmp_path)).save("random_init")
+    cfg = get_digit_cfg(CONFIG, opts + ["MODEL.WEIGHTS", str(tmp_path / "random_init.pth")])
+    result = tune(
+        cfg, "walls_valid", (0.95,), (0.3,), (0.0,), progress=False, digit_free="walls_valid_free", max_free_read=50.0
+    )
+    walls = [r["file_name"] for r in DatasetCatalog.get("walls_valid_free")]
+    records = [{"file_name": f} for f in walls]
+
+    def walls_read(gate, score_threshs=(0.95,)):
+        """(the share of walls read as a number with this gate, the walls' top scores)."""
+        run_cfg = cfg.clone()
+        run_cfg.defrost()
+        run_cfg.DIGITS.READER.MIN_TOP_SCORE = gate
+        run_cfg.DIGITS.READER.SCORE_THRESHS = score_threshs
+        run = DigitPredictor(run_cfg).predict_files(walls, 8, False)
+        reader = NumberReader.from_config(run_cfg)
+        read = [reader(i.pred_boxes.tensor, i.scores, i.pred_classes) != -1 for i in (run.instances[f] for f in walls)]
+        return 100.0 * sum(read) / len(walls), top_scores(run, records)
+
+    share, _ = walls_read(result.min_top_score)
+    assert 0 < share <= 50.0 and share == pytest.approx(result.free_read_after)
+    # The gate is the one of the walls' top scores under the reader's own thresholds ...
+    _, own = walls_read(0.0)
+    assert result.min_top_score == gate_for(own, 50.0)
+    # ... which are not those under the tuning's low threshold (0.0), where the crops are around other
+    # digits; a gate chosen on those reads fewer walls than the share allowed, and fewer numbers.
+    _, low = walls_read(0.0, (0.0,))
+    assert not np.allclose(low, own)
+    assert walls_read(gate_for(low, 50.0))[0] < share
