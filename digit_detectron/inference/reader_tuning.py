@@ -230,8 +230,9 @@ def tune(
     """
     Run the model of ``cfg`` once on ``dataset_name`` and measure every candidate threshold. With
     ``digit_free`` (a registered dataset of images without digits), first choose the reader's
-    MIN_TOP_SCORE so that at most ``max_free_read`` percent of them are read as a number (``gate_for``);
-    the thresholds are then measured, and compared with the config's, under that gate.
+    MIN_TOP_SCORE so that at most ``max_free_read`` percent of them are read as a number when read as the
+    model reads them (``_gate_on_digit_free``); the thresholds are then measured, and compared with the
+    config's, under that gate (and the gate chosen again if other thresholds are adopted).
     """
     current = NumberReader.from_config(cfg)
     low = min(min(score_grid), min(pred_json_grid), min(current.score_threshs))
