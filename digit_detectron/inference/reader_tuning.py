@@ -285,8 +285,8 @@ def tune(
 
     wins, losses, adopt = beats_beyond_chance(right(measured), right(current))
     if adopt and free and tuple(measured.score_threshs) != tuple(current.score_threshs):
-        # The thresholds decide which digits a second look crops around, so the walls' last reading: the
-        # gate is chosen again under the thresholds that will be used.
+        # The thresholds decide which digits a second look crops around, and so the walls' last readings:
+        # the gate is chosen again under the thresholds that will be used.
         gate, _, after = _gate_on_digit_free(cfg, measured, free_records, max_free_read, batch_size, progress)
         measured = NumberReader(ladder, nms_thresh, measured.max_digits, measured.line_filter, gate)
         free.update(min_top_score=gate, free_read_after=after)
