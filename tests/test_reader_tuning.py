@@ -253,7 +253,7 @@ def test_the_gate_reads_the_share_asked_as_the_model_reads_the_walls(tmp_path):
     _, own = walls_read(0.0)
     assert result.min_top_score == gate_for(own, 50.0)
     # ... which are not those under the tuning's low threshold (0.0), where the crops are around other
-    # digits; a gate chosen on those reads fewer walls than the share allowed, and fewer numbers.
+    # digits; a gate chosen on those reads fewer walls than the share allowed.
     _, low = walls_read(0.0, (0.0,))
     assert not np.allclose(low, own)
     assert walls_read(gate_for(low, 50.0))[0] < share
